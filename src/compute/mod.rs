@@ -1,0 +1,77 @@
+//! Bulk numeric operations behind one trait, so every algorithm runs (and is
+//! tested) unchanged on the CPU and on a wgpu device.
+
+pub mod cpu;
+pub mod gpu;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::{Metric, Result};
+
+/// Nearest centroid of every row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assignment {
+    /// Index of the best centroid per row.
+    pub labels: Vec<u32>,
+    /// Its score: squared L2 distance, or inner product for `Metric::InnerProduct`.
+    pub distances: Vec<f32>,
+}
+
+/// What a backend runs on, for progress lines and `--json` summaries.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackendInfo {
+    /// "cpu" or "gpu".
+    pub kind: String,
+    /// CPU features in use, or the wgpu adapter name.
+    pub name: String,
+    /// wgpu device type ("DiscreteGpu", "Cpu", ...), empty for the CPU backend.
+    pub device_type: String,
+    /// wgpu graphics API ("Vulkan", "Metal", ...), empty for the CPU backend.
+    pub api: String,
+}
+
+pub trait Backend: Send + Sync {
+    fn info(&self) -> BackendInfo;
+
+    /// For each row of `x` (n×d), the best row of `centroids` (k×d, k ≥ 1).
+    /// Ties go to the lowest centroid index. Never materialises an n×k matrix.
+    fn assign(
+        &self,
+        x: ArrayView2<f32>,
+        centroids: ArrayView2<f32>,
+        metric: Metric,
+    ) -> Result<Assignment>;
+
+    /// Per-label sums of the rows of `x` (k×d) and the row count per label.
+    /// `labels[i] < k` for every row.
+    fn centroid_sums(
+        &self,
+        x: ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
+    ) -> Result<(Array2<f32>, Vec<u64>)>;
+}
+
+/// `--device auto|gpu|cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum DeviceChoice {
+    /// A real GPU adapter when one exists, else the CPU backend.
+    #[default]
+    Auto,
+    /// Any wgpu adapter, software ones (lavapipe, WARP) included.
+    Gpu,
+    /// The native CPU backend.
+    Cpu,
+}
+
+/// Create the backend the user asked for.
+pub fn select_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
+        DeviceChoice::Gpu => Ok(Box::new(gpu::GpuBackend::new(true)?)),
+        DeviceChoice::Auto => match gpu::GpuBackend::new(false) {
+            Ok(g) => Ok(Box::new(g)),
+            Err(_) => Ok(Box::new(cpu::CpuBackend::new())),
+        },
+    }
+}

@@ -1,0 +1,14 @@
+//! rvc-index: build, search and inspect faiss-compatible IVF indexes for RVC
+//! voice models, with WGSL compute kernels (wgpu) and a native CPU backend.
+
+pub mod cli;
+pub mod compute;
+pub mod error;
+pub mod faiss;
+pub mod io;
+pub mod metric;
+pub mod train;
+
+pub use compute::{Backend, DeviceChoice};
+pub use error::{Error, Result};
+pub use metric::Metric;

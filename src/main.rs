@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(rvc_index::cli::run());
+}

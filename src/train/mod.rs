@@ -1,0 +1,1 @@
+//! Training: k-means (faiss IVF semantics) and the RVC `train` pipeline.
