@@ -7,6 +7,7 @@ pub mod error;
 pub mod faiss;
 pub mod io;
 pub mod metric;
+pub mod progress;
 pub mod train;
 
 pub use compute::{Backend, DeviceChoice};

@@ -1,23 +1,92 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod train;
+
 use clap::{Parser, Subcommand};
+
+use crate::compute::{self, Backend, DeviceChoice};
+use crate::progress::Progress;
+use crate::{Error, Result};
 
 #[derive(Parser)]
 #[command(
     name = "rvc-index",
     version,
-    about = "Build, search and inspect faiss-compatible IVF indexes for RVC voice models"
+    about = "Build, search and inspect faiss-compatible IVF indexes for RVC voice models",
+    long_about = "Build, search and inspect faiss-compatible IVF indexes for RVC (Retrieval-based \
+Voice Conversion) voice models. `rvc-index train logs/<exp>` replaces RVC's \"train index\" step \
+and writes the same files, loadable by faiss.read_index."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Flags every subcommand that computes takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Where the arithmetic runs: `auto` takes a real GPU when there is one
+    /// (Vulkan, Metal, DX12), else the CPU; `gpu` also accepts software
+    /// adapters such as lavapipe (slow, for testing).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars or status lines (warnings and errors still print).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also print per-iteration k-means statistics.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl CommonArgs {
+    pub fn progress(&self) -> Progress {
+        Progress::new(self.quiet, self.verbose)
+    }
+
+    /// Open the backend and say which one was chosen.
+    pub fn backend(&self, progress: &Progress) -> Result<Box<dyn Backend>> {
+        let b = compute::select_backend(self.device)?;
+        let info = b.info();
+        if info.kind == "gpu" {
+            progress.info(&format!(
+                "device: gpu ({}, {}, {})",
+                info.name, info.device_type, info.api
+            ));
+        } else {
+            progress.info(&format!("device: cpu ({})", info.name));
+        }
+        Ok(b)
+    }
+}
+
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build RVC's index for an experiment folder (logs/<exp>): total_fea.npy,
+    /// trained_IVF…index and added_IVF…index, as RVC's train_index writes them.
+    Train(train::TrainArgs),
+}
+
+/// Print a JSON value on stdout.
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
 
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    match cli.command {}
+    let r = match &cli.command {
+        Command::Train(a) => train::run(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rvc-index: error: {e}");
+            1
+        }
+    }
 }

@@ -1,1 +1,4 @@
 //! Training: k-means (faiss IVF semantics) and the RVC `train` pipeline.
+
+pub mod kmeans;
+pub mod rvc;

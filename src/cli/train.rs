@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use super::CommonArgs;
+use crate::Result;
+use crate::io::experiment::{Experiment, Version};
+use crate::train::rvc::{self, Nprobe, TrainOptions};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  rvc-index train logs/myvoice\n\n\
+Reads logs/myvoice/3_feature768/*.npy (v2) or 3_feature256/*.npy (v1) in sorted name order, \
+shuffles the rows (seeded), trains IVF k-means with nlist = min(16*sqrt(N), N // 39) as faiss \
+does (10 iterations, seed 1234), and writes total_fea.npy, \
+trained_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index and added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index \
+into the experiment folder. Files appear whole or not at all.")]
+pub struct TrainArgs {
+    /// Experiment folder, e.g. logs/myvoice.
+    pub experiment: PathBuf,
+    /// Feature version; by default the folder that holds .npy files decides.
+    #[arg(long, value_enum)]
+    pub version: Option<Version>,
+    /// Read features from this folder instead of <experiment>/3_feature768 or 3_feature256.
+    #[arg(long)]
+    pub feature_dir: Option<PathBuf>,
+    /// Seed of the row shuffle; the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of IVF lists (default: RVC's rule, min(int(16*sqrt(N)), N // 39)).
+    #[arg(long)]
+    pub nlist: Option<usize>,
+    /// Stored nprobe: a number, or `auto` = int(nlist^0.3) as early RVC versions stored.
+    #[arg(long, default_value = "1", value_parser = parse_nprobe)]
+    pub nprobe: Nprobe,
+    /// k-means iterations (faiss trains IVF quantizers with 10).
+    #[arg(long, default_value_t = 10)]
+    pub niter: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_nprobe(s: &str) -> std::result::Result<Nprobe, String> {
+    if s == "auto" {
+        return Ok(Nprobe::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("expected a positive number or `auto`, got {s:?}")),
+        Ok(p) => Ok(Nprobe::Fixed(p)),
+    }
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let progress = a.common.progress();
+    let exp = Experiment::open(&a.experiment, a.version, a.feature_dir.as_deref())?;
+    let backend = a.common.backend(&progress)?;
+    let opts = TrainOptions {
+        seed: a.seed,
+        nlist: a.nlist,
+        nprobe: a.nprobe,
+        niter: a.niter,
+        ..TrainOptions::default()
+    };
+    let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;
+    progress.info(&format!(
+        "wrote {}\n      {}\n      {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
+        s.total_fea.display(),
+        s.trained_index.display(),
+        s.added_index.display(),
+        s.n,
+        s.nlist,
+        s.seconds.total,
+        s.seconds.load,
+        s.seconds.kmeans,
+        s.seconds.add,
+        s.seconds.write_index + s.seconds.write_total_fea
+    ));
+    if a.common.json {
+        super::print_json(&s)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! RVC's `train_index` step: features → shuffle → IVF k-means → the
+//! `trained_…` and `added_…` IVF-Flat files, named as RVC names them.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2, s};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use super::kmeans::{self, IterationStats, KmeansParams};
+use crate::compute::{Backend, BackendInfo};
+use crate::io::experiment::{Experiment, Version};
+use crate::io::features;
+use crate::progress::Progress;
+use crate::{Error, Metric, Result, faiss};
+
+/// Above this many rows RVC first compresses the features to 10 000
+/// mini-batch k-means centres.
+pub const RVC_COMPRESS_ABOVE: usize = 200_000;
+
+/// Rows assigned per call when adding, so progress moves and GPU buffers stay bounded.
+const ADD_CHUNK: usize = 65_536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nprobe {
+    Fixed(usize),
+    /// `int(nlist ** 0.3)`, as RVC 1.0/1.1 stored.
+    Auto,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub nlist: Option<usize>,
+    pub nprobe: Nprobe,
+    /// faiss's k-means seed (1234 in faiss).
+    pub kmeans_seed: u32,
+    pub niter: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            seed: 0,
+            nlist: None,
+            nprobe: Nprobe::Fixed(1),
+            kmeans_seed: 1234,
+            niter: 10,
+        }
+    }
+}
+
+/// RVC's list count: `min(int(16·√N), N // 39)`, at least 1.
+pub fn rvc_nlist(n: usize) -> usize {
+    let a = (16.0 * (n as f64).sqrt()) as usize;
+    a.min(n / 39).max(1)
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StageSeconds {
+    pub load: f64,
+    pub write_total_fea: f64,
+    pub kmeans: f64,
+    pub add: f64,
+    pub write_index: f64,
+    pub total: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainSummary {
+    pub experiment: String,
+    pub version: Version,
+    pub feature_dir: PathBuf,
+    pub files: usize,
+    pub n: usize,
+    pub d: usize,
+    pub nlist: usize,
+    pub nprobe: usize,
+    pub seed: u64,
+    pub backend: BackendInfo,
+    pub seconds: StageSeconds,
+    pub kmeans_iterations: Vec<IterationStats>,
+    /// Mean distance of every row to its list centroid after training.
+    pub objective_per_row: f64,
+    pub total_fea: PathBuf,
+    pub trained_index: PathBuf,
+    pub added_index: PathBuf,
+}
+
+/// A seeded permutation: row `i` of the shuffled matrix is row `perm[i]` of
+/// the concatenated files.
+pub fn shuffle_permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    perm.shuffle(&mut rng);
+    perm
+}
+
+/// Ids of each list, ascending, as faiss `add` leaves them.
+pub fn build_lists(labels: &[u32], nlist: usize) -> Vec<Vec<i64>> {
+    let mut sizes = vec![0usize; nlist];
+    for &l in labels {
+        sizes[l as usize] += 1;
+    }
+    let mut lists: Vec<Vec<i64>> = sizes.iter().map(|&s| Vec::with_capacity(s)).collect();
+    for (i, &l) in labels.iter().enumerate() {
+        lists[l as usize].push(i as i64);
+    }
+    lists
+}
+
+/// Assign every row to its nearest centroid, in chunks with progress.
+pub fn assign_all(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    centroids: ArrayView2<f32>,
+    metric: Metric,
+    progress: &Progress,
+) -> Result<(Vec<u32>, f64)> {
+    let bar = progress.bar(x.nrows() as u64, "add");
+    let mut labels = Vec::with_capacity(x.nrows());
+    let mut total = 0f64;
+    let mut lo = 0;
+    while lo < x.nrows() {
+        let hi = (lo + ADD_CHUNK).min(x.nrows());
+        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, metric)?;
+        total += a.distances.iter().map(|&v| v as f64).sum::<f64>();
+        labels.extend_from_slice(&a.labels);
+        bar.inc((hi - lo) as u64);
+        lo = hi;
+    }
+    bar.finish_and_clear();
+    Ok((labels, total))
+}
+
+/// Run the whole RVC index step for one experiment.
+pub fn train_experiment(
+    backend: &dyn Backend,
+    exp: &Experiment,
+    opts: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainSummary> {
+    let t_start = Instant::now();
+    let mut secs = StageSeconds::default();
+
+    // Everything that can be wrong with the input is found before anything is written.
+    let files = features::scan_dir(&exp.feature_dir)?;
+    for f in features::converted(&files) {
+        progress.warn(&format!(
+            "{}: {} converted to float32",
+            f.path.display(),
+            f.dtype.name()
+        ));
+    }
+    let n: usize = files.iter().map(|f| f.rows).sum();
+    let d = files[0].cols;
+    if n == 0 {
+        return Err(Error::bad_input(
+            &exp.feature_dir,
+            "the feature files hold no rows",
+        ));
+    }
+    if n > RVC_COMPRESS_ABOVE {
+        return Err(Error::Unsupported(format!(
+            "{}: {n} rows; above {RVC_COMPRESS_ABOVE} rows RVC compresses the features with mini-batch k-means first, which is not yet supported",
+            exp.feature_dir.display()
+        )));
+    }
+    let nlist = match opts.nlist {
+        Some(0) => return Err(Error::Invalid("--nlist must be at least 1".into())),
+        Some(k) => k,
+        None => {
+            if n < 39 {
+                return Err(Error::bad_input(
+                    &exp.feature_dir,
+                    format!(
+                        "only {n} feature rows; RVC's index needs at least 39 rows for one list"
+                    ),
+                ));
+            }
+            rvc_nlist(n)
+        }
+    };
+    if n < nlist {
+        return Err(Error::bad_input(
+            &exp.feature_dir,
+            format!("only {n} feature rows, fewer than the {nlist} lists asked for"),
+        ));
+    }
+    let nprobe = match opts.nprobe {
+        Nprobe::Fixed(p) => p.max(1),
+        Nprobe::Auto => ((nlist as f64).powf(0.3) as usize).max(1),
+    };
+
+    let t = Instant::now();
+    let perm = shuffle_permutation(n, opts.seed);
+    let mut dest = vec![0usize; n];
+    for (i, &p) in perm.iter().enumerate() {
+        dest[p] = i;
+    }
+    drop(perm);
+    let bar = progress.bar(n as u64, "load");
+    let x: Array2<f32> = features::load_into(&files, Some(&dest), |r| bar.inc(r))?;
+    bar.finish_and_clear();
+    drop(dest);
+    secs.load = t.elapsed().as_secs_f64();
+    progress.info(&format!(
+        "loaded {n} rows × {d} from {} files in {}; {nlist} lists",
+        files.len(),
+        exp.feature_dir.display()
+    ));
+
+    let t = Instant::now();
+    let total_fea = exp.total_fea_path();
+    features::write_npy_atomic(&total_fea, x.view())?;
+    secs.write_total_fea = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut params = KmeansParams::ivf(nlist, Metric::L2);
+    params.seed = opts.kmeans_seed;
+    params.niter = opts.niter;
+    let bar = progress.bar(params.niter as u64, "k-means");
+    let km = kmeans::train(backend, x.view(), &params, |s| {
+        bar.set_message(format!("objective {:.6e}", s.objective));
+        bar.inc(1);
+        progress.verbose(&format!(
+            "iteration {} ({:.2} s): objective={:.6e} imbalance={:.3} nsplit={}",
+            s.iteration, s.seconds, s.objective, s.imbalance, s.nsplit
+        ));
+    })?;
+    bar.finish_and_clear();
+    secs.kmeans = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let trained = exp.index_path("trained", nlist, nprobe);
+    let empty: Vec<Vec<i64>> = vec![Vec::new(); nlist];
+    crate::io::write_atomic(&trained, |w| {
+        faiss::write_ivf_flat(w, km.centroids.view(), Metric::L2, nprobe, None, &empty)
+    })?;
+    let mut write_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let (labels, total) = assign_all(backend, x.view(), km.centroids.view(), Metric::L2, progress)?;
+    let lists = build_lists(&labels, nlist);
+    drop(labels);
+    secs.add = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let added = exp.index_path("added", nlist, nprobe);
+    crate::io::write_atomic(&added, |w| {
+        faiss::write_ivf_flat(
+            w,
+            km.centroids.view(),
+            Metric::L2,
+            nprobe,
+            Some(x.view()),
+            &lists,
+        )
+    })?;
+    write_secs += t.elapsed().as_secs_f64();
+    secs.write_index = write_secs;
+    secs.total = t_start.elapsed().as_secs_f64();
+
+    Ok(TrainSummary {
+        experiment: exp.name.clone(),
+        version: exp.version,
+        feature_dir: exp.feature_dir.clone(),
+        files: files.len(),
+        n,
+        d,
+        nlist,
+        nprobe,
+        seed: opts.seed,
+        backend: backend.info(),
+        seconds: secs,
+        kmeans_iterations: km.iterations,
+        objective_per_row: total / n as f64,
+        total_fea,
+        trained_index: trained,
+        added_index: added,
+    })
+}

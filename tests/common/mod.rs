@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::Array2;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The rvc-index binary built for these tests.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rvc-index"));
+    c.env("NODEVICE_SELECT", "1");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run rvc-index")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Standard normal samples (Box–Muller), seeded.
+pub fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// `n` rows around `centres` well-separated centres (spread 10, noise 1).
+pub fn mixture(n: usize, d: usize, centres: usize, seed: u64) -> Array2<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let c: Vec<f32> = (0..centres * d).map(|_| 10.0 * normal(&mut rng)).collect();
+    Array2::from_shape_fn((n, d), |(i, j)| c[(i % centres) * d + j] + normal(&mut rng))
+}
+
+/// An RVC experiment folder `root/<name>/3_feature768` (or 256) holding
+/// `x` cut into files of `rows_per_file` rows named `0_<i>.npy`.
+pub fn make_experiment(root: &Path, name: &str, x: &Array2<f32>, rows_per_file: usize) -> PathBuf {
+    let folder = if x.ncols() == 256 {
+        "3_feature256"
+    } else {
+        "3_feature768"
+    };
+    let exp = root.join(name);
+    let fd = exp.join(folder);
+    std::fs::create_dir_all(&fd).unwrap();
+    for (i, chunk) in x
+        .axis_chunks_iter(ndarray::Axis(0), rows_per_file)
+        .enumerate()
+    {
+        ndarray_npy::write_npy(fd.join(format!("0_{i}.npy")), &chunk.to_owned()).unwrap();
+    }
+    exp
+}
+
+/// Run a Python snippet with real faiss; `args` land in `sys.argv[1:]`.
+/// Without faiss the test fails, unless RVC_INDEX_SKIP_FAISS_TESTS=1.
+pub fn python(script: &str, args: &[&str]) -> Option<String> {
+    if std::env::var("RVC_INDEX_SKIP_FAISS_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipping: RVC_INDEX_SKIP_FAISS_TESTS=1");
+        return None;
+    }
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 must be installed (pip install faiss-cpu numpy)");
+    assert!(
+        o.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+pub fn faiss_dump() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/faiss_dump.py")
+}
+
+/// Every file directly inside `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
