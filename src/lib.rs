@@ -1,6 +1,7 @@
 //! rvc-index: build, search and inspect faiss-compatible IVF indexes for RVC
 //! voice models, with WGSL compute kernels (wgpu) and a native CPU backend.
 
+pub mod batch;
 pub mod cli;
 pub mod compute;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod faiss;
 pub mod io;
 pub mod metric;
 pub mod progress;
+pub mod testing;
 pub mod train;
 
 pub use compute::{Backend, DeviceChoice};

@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod batch;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Build RVC's index for an experiment folder (logs/<exp>): total_fea.npy,
     /// trained_IVF…index and added_IVF…index, as RVC's train_index writes them.
     Train(train::TrainArgs),
+    /// Re-index every experiment under a logs/ folder, skipping those that
+    /// are up to date; resumable after an interruption.
+    Batch(batch::BatchArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -80,10 +84,12 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let r = match &cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(a).map(|()| true),
+        Command::Batch(a) => batch::run(a),
     };
     match r {
-        Ok(()) => 0,
+        Ok(true) => 0,
+        Ok(false) => 1,
         Err(e) => {
             eprintln!("rvc-index: error: {e}");
             1

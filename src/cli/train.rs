@@ -21,6 +21,15 @@ pub struct TrainArgs {
     /// Read features from this folder instead of <experiment>/3_feature768 or 3_feature256.
     #[arg(long)]
     pub feature_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Index settings shared by `train` and `batch`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SettingsArgs {
     /// Seed of the row shuffle; the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -33,8 +42,18 @@ pub struct TrainArgs {
     /// k-means iterations (faiss trains IVF quantizers with 10).
     #[arg(long, default_value_t = 10)]
     pub niter: usize,
-    #[command(flatten)]
-    pub common: CommonArgs,
+}
+
+impl SettingsArgs {
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            seed: self.seed,
+            nlist: self.nlist,
+            nprobe: self.nprobe,
+            niter: self.niter,
+            ..TrainOptions::default()
+        }
+    }
 }
 
 fn parse_nprobe(s: &str) -> std::result::Result<Nprobe, String> {
@@ -51,13 +70,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let progress = a.common.progress();
     let exp = Experiment::open(&a.experiment, a.version, a.feature_dir.as_deref())?;
     let backend = a.common.backend(&progress)?;
-    let opts = TrainOptions {
-        seed: a.seed,
-        nlist: a.nlist,
-        nprobe: a.nprobe,
-        niter: a.niter,
-        ..TrainOptions::default()
-    };
+    let opts = a.settings.options();
     let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;
     progress.info(&format!(
         "wrote {}\n      {}\n      {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",

@@ -28,6 +28,7 @@ pub fn write_atomic(
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         fill(&mut w).map_err(|e| Error::io(path, e))?;
+        crate::testing::pause_point(&format!("writing:{name}"));
         w.flush().map_err(|e| Error::io(path, e))?;
     }
     set_permissions(tmp.as_file(), path).map_err(|e| Error::io(path, e))?;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// RVC model version: v1 features are 256-wide, v2 768-wide.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     V1,
@@ -38,7 +40,7 @@ pub struct Experiment {
     pub feature_dir: PathBuf,
 }
 
-fn has_npy(dir: &Path) -> bool {
+pub fn has_npy(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.flatten()
             .any(|e| e.path().extension().is_some_and(|x| x == "npy"))

@@ -22,14 +22,15 @@ pub const RVC_COMPRESS_ABOVE: usize = 200_000;
 /// Rows assigned per call when adding, so progress moves and GPU buffers stay bounded.
 const ADD_CHUNK: usize = 65_536;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Nprobe {
     Fixed(usize),
     /// `int(nlist ** 0.3)`, as RVC 1.0/1.1 stored.
     Auto,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
     pub seed: u64,
     pub nlist: Option<usize>,
@@ -134,17 +135,22 @@ pub fn assign_all(
     Ok((labels, total))
 }
 
-/// Run the whole RVC index step for one experiment.
-pub fn train_experiment(
-    backend: &dyn Backend,
-    exp: &Experiment,
-    opts: &TrainOptions,
-    progress: &Progress,
-) -> Result<TrainSummary> {
-    let t_start = Instant::now();
-    let mut secs = StageSeconds::default();
+/// An experiment's features, checked, loaded and shuffled: everything that
+/// can be wrong with the input has been found, and nothing written yet.
+pub struct Prepared {
+    pub exp: Experiment,
+    pub files: usize,
+    /// Shuffled rows: row i is row `shuffle_permutation(n, seed)[i]` of the files.
+    pub x: Array2<f32>,
+    pub nlist: usize,
+    pub nprobe: usize,
+    pub load_seconds: f64,
+}
 
-    // Everything that can be wrong with the input is found before anything is written.
+/// Read an experiment's features (the first half of `train_experiment`);
+/// safe to run on another thread while a previous experiment trains.
+pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Result<Prepared> {
+    let t = Instant::now();
     let files = features::scan_dir(&exp.feature_dir)?;
     for f in features::converted(&files) {
         progress.warn(&format!(
@@ -154,7 +160,6 @@ pub fn train_experiment(
         ));
     }
     let n: usize = files.iter().map(|f| f.rows).sum();
-    let d = files[0].cols;
     if n == 0 {
         return Err(Error::bad_input(
             &exp.feature_dir,
@@ -193,7 +198,6 @@ pub fn train_experiment(
         Nprobe::Auto => ((nlist as f64).powf(0.3) as usize).max(1),
     };
 
-    let t = Instant::now();
     let perm = shuffle_permutation(n, opts.seed);
     let mut dest = vec![0usize; n];
     for (i, &p) in perm.iter().enumerate() {
@@ -201,13 +205,55 @@ pub fn train_experiment(
     }
     drop(perm);
     let bar = progress.bar(n as u64, "load");
-    let x: Array2<f32> = features::load_into(&files, Some(&dest), |r| bar.inc(r))?;
+    let x = features::load_into(&files, Some(&dest), |r| bar.inc(r))?;
     bar.finish_and_clear();
-    drop(dest);
-    secs.load = t.elapsed().as_secs_f64();
+    Ok(Prepared {
+        exp: exp.clone(),
+        files: files.len(),
+        x,
+        nlist,
+        nprobe,
+        load_seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Run the whole RVC index step for one experiment.
+pub fn train_experiment(
+    backend: &dyn Backend,
+    exp: &Experiment,
+    opts: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainSummary> {
+    let p = prepare(exp, opts, progress)?;
+    build(backend, p, opts, progress)
+}
+
+/// Train and write the index of prepared features (the second half of
+/// `train_experiment`). Files are written in the order total_fea.npy,
+/// trained, added, each atomically.
+pub fn build(
+    backend: &dyn Backend,
+    p: Prepared,
+    opts: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainSummary> {
+    let t_start = Instant::now();
+    let Prepared {
+        exp,
+        files,
+        x,
+        nlist,
+        nprobe,
+        load_seconds,
+    } = p;
+    let exp = &exp;
+    let (n, d) = x.dim();
+    let mut secs = StageSeconds {
+        load: load_seconds,
+        ..StageSeconds::default()
+    };
     progress.info(&format!(
-        "loaded {n} rows × {d} from {} files in {}; {nlist} lists",
-        files.len(),
+        "{}: {n} rows × {d} from {files} files; {nlist} lists",
         exp.feature_dir.display()
     ));
 
@@ -215,6 +261,7 @@ pub fn train_experiment(
     let total_fea = exp.total_fea_path();
     features::write_npy_atomic(&total_fea, x.view())?;
     secs.write_total_fea = t.elapsed().as_secs_f64();
+    crate::testing::pause_point("after-total-fea");
 
     let t = Instant::now();
     let mut params = KmeansParams::ivf(nlist, Metric::L2);
@@ -239,6 +286,7 @@ pub fn train_experiment(
         faiss::write_ivf_flat(w, km.centroids.view(), Metric::L2, nprobe, None, &empty)
     })?;
     let mut write_secs = t.elapsed().as_secs_f64();
+    crate::testing::pause_point("after-trained");
 
     let t = Instant::now();
     let (labels, total) = assign_all(backend, x.view(), km.centroids.view(), Metric::L2, progress)?;
@@ -260,13 +308,13 @@ pub fn train_experiment(
     })?;
     write_secs += t.elapsed().as_secs_f64();
     secs.write_index = write_secs;
-    secs.total = t_start.elapsed().as_secs_f64();
+    secs.total = load_seconds + t_start.elapsed().as_secs_f64();
 
     Ok(TrainSummary {
         experiment: exp.name.clone(),
         version: exp.version,
         feature_dir: exp.feature_dir.clone(),
-        files: files.len(),
+        files,
         n,
         d,
         nlist,
