@@ -42,6 +42,18 @@ pub trait Backend: Send + Sync {
         metric: Metric,
     ) -> Result<Assignment>;
 
+    /// `assign` for L2 that also returns each row's second-best squared
+    /// distance (+∞ when k = 1). k-means uses it to bound how far a row is
+    /// from every other centroid and skip rows whose label cannot change.
+    /// `None` where a backend does not provide it (k-means then scans all rows).
+    fn assign_top2(
+        &self,
+        _x: ArrayView2<f32>,
+        _centroids: ArrayView2<f32>,
+    ) -> Option<Result<(Assignment, Vec<f32>)>> {
+        None
+    }
+
     /// Per-label sums of the rows of `x` (k×d) and the row count per label.
     /// `labels[i] < k` for every row.
     fn centroid_sums(

@@ -8,7 +8,8 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2, Axis};
 use rand_mt::Mt;
 
-use crate::compute::Backend;
+use super::bounds::{self, Bounds};
+use crate::compute::{Assignment, Backend};
 use crate::{Error, Metric, Result};
 
 /// Parameters, with faiss's IVF defaults.
@@ -45,6 +46,9 @@ pub struct IterationStats {
     pub objective: f64,
     pub imbalance: f64,
     pub nsplit: usize,
+    /// Rows whose nearest centroid was searched from scratch; the others
+    /// provably kept theirs.
+    pub recomputed: usize,
     pub seconds: f64,
 }
 
@@ -54,6 +58,9 @@ pub struct KmeansResult {
     pub iterations: Vec<IterationStats>,
     /// Rows the clustering was trained on (after subsampling).
     pub train_rows: usize,
+    /// Every input row's final label and squared distance (or inner product),
+    /// when all rows were used for training.
+    pub final_assignment: Option<Assignment>,
 }
 
 /// faiss `RandomGenerator`: a 32-bit Mersenne twister seeded with the
@@ -165,7 +172,8 @@ pub fn train(
     let spherical = params.metric == Metric::InnerProduct;
 
     let sample;
-    let x = if n > k * params.max_points_per_centroid {
+    let subsampled = n > k * params.max_points_per_centroid;
+    let x = if subsampled {
         let perm = rand_perm(n, params.seed as i64);
         sample = x.select(Axis(0), &perm[..k * params.max_points_per_centroid]);
         sample.view()
@@ -185,18 +193,42 @@ pub fn train(
     }
     let mut iterations = Vec::with_capacity(params.niter);
     if n == k {
+        let final_assignment = Some(backend.assign(x, centroids.view(), params.metric)?);
         return Ok(KmeansResult {
             centroids,
             iterations,
             train_rows: n,
+            final_assignment,
         });
     }
 
+    // L2 runs with bounds that skip rows whose label cannot change; inner
+    // product (and backends without a second-best assignment) scan every row.
+    let mut bounds: Option<Bounds> = None;
+    let mut drift: Vec<f32> = Vec::new();
+    let mut assign = |c: ArrayView2<f32>, drift: &[f32]| -> Result<(Vec<u32>, Vec<f32>, usize)> {
+        if params.metric == Metric::L2 {
+            if let Some(b) = bounds.as_mut() {
+                let p = b.step(backend, x, c, drift)?;
+                return Ok((b.labels.clone(), p.distances, p.recomputed));
+            }
+            if let Some(r) = Bounds::full(backend, x, c) {
+                let (b, p) = r?;
+                let labels = b.labels.clone();
+                bounds = Some(b);
+                return Ok((labels, p.distances, p.recomputed));
+            }
+        }
+        let a = backend.assign(x, c, params.metric)?;
+        Ok((a.labels, a.distances, x.nrows()))
+    };
+
     for it in 0..params.niter {
         let t0 = Instant::now();
-        let a = backend.assign(x, centroids.view(), params.metric)?;
-        let objective: f64 = a.distances.iter().map(|&v| v as f64).sum();
-        let (sums, counts) = backend.centroid_sums(x, &a.labels, k)?;
+        let (labels, distances, recomputed) = assign(centroids.view(), &drift)?;
+        let objective: f64 = distances.iter().map(|&v| v as f64).sum();
+        let (sums, counts) = backend.centroid_sums(x, &labels, k)?;
+        let old = centroids;
         let mut counts: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
         centroids = sums;
         for (mut row, &c) in centroids.rows_mut().into_iter().zip(&counts) {
@@ -209,11 +241,13 @@ pub fn train(
         if spherical {
             renormalize(&mut centroids);
         }
+        drift = bounds::drift(old.view(), centroids.view());
         let stats = IterationStats {
             iteration: it,
             objective,
-            imbalance: imbalance_factor(&a.labels, k),
+            imbalance: imbalance_factor(&labels, k),
             nsplit,
+            recomputed,
             seconds: t0.elapsed().as_secs_f64(),
         };
         on_iteration(&stats);
@@ -228,10 +262,19 @@ pub fn train(
         }
     }
     debug_assert_eq!(centroids.dim(), (k, d));
+    // The assignment to the final centroids, which `add` needs, costs little
+    // more with the bounds at hand.
+    let final_assignment = if subsampled {
+        None
+    } else {
+        let (labels, distances, _) = assign(centroids.view(), &drift)?;
+        Some(Assignment { labels, distances })
+    };
     Ok(KmeansResult {
         centroids,
         iterations,
         train_rows: n,
+        final_assignment,
     })
 }
 

@@ -272,8 +272,8 @@ pub fn build(
         bar.set_message(format!("objective {:.6e}", s.objective));
         bar.inc(1);
         progress.verbose(&format!(
-            "iteration {} ({:.2} s): objective={:.6e} imbalance={:.3} nsplit={}",
-            s.iteration, s.seconds, s.objective, s.imbalance, s.nsplit
+            "iteration {} ({:.2} s): objective={:.6e} imbalance={:.3} nsplit={} rows searched={}",
+            s.iteration, s.seconds, s.objective, s.imbalance, s.nsplit, s.recomputed
         ));
     })?;
     bar.finish_and_clear();
@@ -289,7 +289,13 @@ pub fn build(
     crate::testing::pause_point("after-trained");
 
     let t = Instant::now();
-    let (labels, total) = assign_all(backend, x.view(), km.centroids.view(), Metric::L2, progress)?;
+    let (labels, total) = match km.final_assignment {
+        Some(a) => {
+            let total = a.distances.iter().map(|&v| v as f64).sum();
+            (a.labels, total)
+        }
+        None => assign_all(backend, x.view(), km.centroids.view(), Metric::L2, progress)?,
+    };
     let lists = build_lists(&labels, nlist);
     drop(labels);
     secs.add = t.elapsed().as_secs_f64();

@@ -44,6 +44,33 @@ pub fn assign(x: ArrayView2<f32>, c: ArrayView2<f32>, metric: Metric) -> Assignm
     Assignment { labels, distances }
 }
 
+/// Best and second-best squared L2 distance per row (f64 accumulation).
+pub fn assign_top2(x: ArrayView2<f32>, c: ArrayView2<f32>) -> (Assignment, Vec<f32>) {
+    let mut a = Assignment::default();
+    let mut second = Vec::with_capacity(x.nrows());
+    for row in x.rows() {
+        let (mut b1, mut b2, mut l) = (f64::INFINITY, f64::INFINITY, 0u32);
+        for (j, cen) in c.rows().into_iter().enumerate() {
+            let s: f64 = row
+                .iter()
+                .zip(cen.iter())
+                .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
+                .sum();
+            if s < b1 {
+                b2 = b1;
+                b1 = s;
+                l = j as u32;
+            } else if s < b2 {
+                b2 = s;
+            }
+        }
+        a.labels.push(l);
+        a.distances.push(b1 as f32);
+        second.push(b2 as f32);
+    }
+    (a, second)
+}
+
 /// Per-label sums (f64 accumulation) and counts.
 pub fn centroid_sums(x: ArrayView2<f32>, labels: &[u32], k: usize) -> (Array2<f32>, Vec<u64>) {
     let d = x.ncols();
