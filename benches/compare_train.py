@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""`rvc-index train` against faiss on the same data, in the same run.
+
+Runs the faiss baseline harness (../shared/bench/faiss_baseline.py, stages
+load,train,add, faiss at its best: OPENBLAS_CORETYPE=SkylakeX for its
+command only) and then `rvc-index train` on the very .npy files the harness
+generated, and prints both figures side by side with their ratio.
+
+    python3 benches/compare_train.py --n 200000 --d 768 [--device cpu] [--repeat 2]
+
+Needs python3 with numpy, faiss-cpu and scikit-learn, and a release build
+(`cargo build --release`).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HARNESS = os.path.join(ROOT, "..", "shared", "bench", "faiss_baseline.py")
+
+
+def run_faiss(n, d, out):
+    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+    cmd = [sys.executable, HARNESS, "--n", str(n), "--d", str(d), "--stages", "load,train,add",
+           "--threads", "2", "--json", out]
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        return json.load(f)
+
+
+def run_ours(binary, feature_dir, device):
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = os.path.join(tmp, "bench")
+        os.makedirs(exp)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        r = subprocess.run([binary, "train", exp, "--feature-dir", feature_dir, "--device", device,
+                            "--json", "--quiet"], check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        j = json.loads(r.stdout)
+        j["wall_s"] = wall
+        # ru_maxrss of children is the largest of any child so far.
+        j["peak_rss_mib"] = peak_kib / 1024 if peak_kib > before else float("nan")
+        return j
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--d", type=int, default=768)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeat", type=int, default=1, help="alternate faiss and ours this many times")
+    p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "rvc-index"))
+    a = p.parse_args()
+
+    rows = []
+    for r in range(a.repeat):
+        with tempfile.NamedTemporaryFile(suffix=".json") as tf:
+            fj = run_faiss(a.n, a.d, tf.name)
+        st = fj["stages"]
+        faiss_s = st["load"]["total_s"] + st["train"]["train_s"] + st["add"]["add_s"]
+        ours = run_ours(a.binary, fj["data"]["cache_dir"], a.device)
+        matrix_mib = a.n * a.d * 4 / 2**20
+        rows.append({
+            "faiss_load_train_add_s": faiss_s,
+            "faiss_train_s": st["train"]["train_s"],
+            "faiss_objective_per_row": st["train"]["objective_mean_per_row"],
+            "ours_total_s": ours["seconds"]["total"],
+            "ours_wall_s": ours["wall_s"],
+            "ours_kmeans_s": ours["seconds"]["kmeans"],
+            "ours_objective_per_row": ours["objective_per_row"],
+            "ours_peak_rss_mib": ours["peak_rss_mib"],
+            "matrix_mib": matrix_mib,
+            "backend": ours["backend"],
+        })
+        x = rows[-1]
+        print(f"run {r + 1}: faiss load+train+add {faiss_s:.2f} s | rvc-index train {x['ours_wall_s']:.2f} s "
+              f"(wall, incl. writing 3 files) -> ratio {x['ours_wall_s'] / faiss_s:.3f}")
+        print(f"       objective/row faiss {x['faiss_objective_per_row']:.3f} ours {x['ours_objective_per_row']:.3f} "
+              f"({100 * (x['ours_objective_per_row'] / x['faiss_objective_per_row'] - 1):+.3f}%)")
+        print(f"       peak RSS {x['ours_peak_rss_mib']:.0f} MiB = {x['ours_peak_rss_mib'] / matrix_mib:.3f} x matrix "
+              f"({matrix_mib:.0f} MiB); limit 1.3 x matrix + 200 MB = {1.3 * matrix_mib + 200:.0f} MiB")
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
