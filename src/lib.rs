@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compute;
 pub mod error;
 pub mod faiss;
+pub mod index;
 pub mod io;
 pub mod metric;
 pub mod progress;

@@ -1,0 +1,5 @@
+//! Index kinds and their construction.
+
+pub mod factory;
+
+pub use factory::Factory;
