@@ -10,6 +10,7 @@ pub mod index;
 pub mod io;
 pub mod metric;
 pub mod progress;
+pub mod qe;
 pub mod testing;
 pub mod train;
 

@@ -1,6 +1,7 @@
 //! Command-line front end: one module per subcommand.
 
 pub mod batch;
+pub mod expand;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +72,9 @@ pub enum Command {
     /// Re-index every experiment under a logs/ folder, skipping those that
     /// are up to date; resumable after an interruption.
     Batch(batch::BatchArgs),
+    /// α-query expansion of a matrix: every row becomes the normalised,
+    /// similarity^alpha-weighted sum of its nearest rows.
+    Expand(expand::ExpandArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -86,6 +90,7 @@ pub fn run() -> i32 {
     let r = match &cli.command {
         Command::Train(a) => train::run(a).map(|()| true),
         Command::Batch(a) => batch::run(a),
+        Command::Expand(a) => expand::run(a).map(|()| true),
     };
     match r {
         Ok(true) => 0,

@@ -42,6 +42,11 @@ pub struct SettingsArgs {
     /// k-means iterations (faiss trains IVF quantizers with 10).
     #[arg(long, default_value_t = 10)]
     pub niter: usize,
+    /// Index the α-query expansion of the rows instead of the rows: each row
+    /// becomes the normalised, similarity^alpha-weighted sum of its k nearest
+    /// rows by inner product (itself included). Optional value `alpha=3,k=16`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
+    pub query_expansion: Option<crate::qe::QeParams>,
 }
 
 impl SettingsArgs {
@@ -51,6 +56,7 @@ impl SettingsArgs {
             nlist: self.nlist,
             nprobe: self.nprobe,
             niter: self.niter,
+            query_expansion: self.query_expansion.clone(),
             ..TrainOptions::default()
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod knn;
 
 use ndarray::{Array2, ArrayView2};
 
@@ -52,6 +53,32 @@ pub trait Backend: Send + Sync {
         _centroids: ArrayView2<f32>,
     ) -> Option<Result<(Assignment, Vec<f32>)>> {
         None
+    }
+
+    /// The `k` best rows of `y` for every row of `x`, best first (ties to the
+    /// lower index); id -1 and the worst score where `y` has fewer rows.
+    fn knn(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<knn::Neighbours> {
+        Ok(knn::knn(x, y, k, metric))
+    }
+
+    /// α-query-expansion of the rows of `q` (already L2-normalised) from
+    /// their neighbours `ids` (rows of `db`, normalised; -1 = none): the
+    /// weights are `max(q·db_j, 0)^alpha`, the weighted sum is L2-normalised
+    /// (eps 1e-9). See `crate::qe`.
+    fn expand(
+        &self,
+        q: ArrayView2<f32>,
+        db: ArrayView2<f32>,
+        ids: ArrayView2<i64>,
+        alpha: f32,
+    ) -> Result<Array2<f32>> {
+        Ok(crate::qe::weighted_sum(q, db, ids, alpha))
     }
 
     /// Per-label sums of the rows of `x` (k×d) and the row count per label.

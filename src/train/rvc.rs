@@ -38,6 +38,8 @@ pub struct TrainOptions {
     /// faiss's k-means seed (1234 in faiss).
     pub kmeans_seed: u32,
     pub niter: usize,
+    /// Replace the rows by their α-query expansion before indexing.
+    pub query_expansion: Option<crate::qe::QeParams>,
 }
 
 impl Default for TrainOptions {
@@ -48,6 +50,7 @@ impl Default for TrainOptions {
             nprobe: Nprobe::Fixed(1),
             kmeans_seed: 1234,
             niter: 10,
+            query_expansion: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub fn rvc_nlist(n: usize) -> usize {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StageSeconds {
     pub load: f64,
+    pub query_expansion: f64,
     pub write_total_fea: f64,
     pub kmeans: f64,
     pub add: f64,
@@ -248,8 +252,18 @@ pub fn build(
     } = p;
     let exp = &exp;
     let (n, d) = x.dim();
+    let mut secs_qe = 0.0;
+    let x = match &opts.query_expansion {
+        Some(q) => {
+            let (y, s) = crate::qe::expand(backend, x, q, progress)?;
+            secs_qe = s.total;
+            y
+        }
+        None => x,
+    };
     let mut secs = StageSeconds {
         load: load_seconds,
+        query_expansion: secs_qe,
         ..StageSeconds::default()
     };
     progress.info(&format!(

@@ -1,0 +1,90 @@
+use std::path::PathBuf;
+
+use super::CommonArgs;
+use crate::io::features;
+use crate::qe::{self, QeParams};
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  rvc-index expand logs/myvoice/total_fea.npy -o expanded.npy --alpha 3 --num-expand 16\n\n\
+Each row is L2-normalised, its num-expand nearest rows by inner product are found (itself \
+included, exact search), and it is replaced by the L2-normalised sum of those rows weighted by \
+similarity^alpha. Similarities below 0 are clamped to 0 first, so a non-integer alpha never \
+gives NaN (NumPy's power would). Rows are processed in batches, so memory stays at two copies \
+of the matrix."
+)]
+pub struct ExpandArgs {
+    /// Input matrix (.npy, 2-D, float32/16/64).
+    pub input: PathBuf,
+    /// Output .npy (float32), written whole or not at all.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 3.0)]
+    pub alpha: f32,
+    /// Neighbours summed per row, the row itself included.
+    #[arg(long, default_value_t = 16)]
+    pub num_expand: usize,
+    /// Rows expanded per step.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    input: PathBuf,
+    output: PathBuf,
+    n: usize,
+    d: usize,
+    params: QeParams,
+    backend: crate::compute::BackendInfo,
+    seconds: qe::QeSeconds,
+    load_seconds: f64,
+    write_seconds: f64,
+}
+
+pub fn run(a: &ExpandArgs) -> Result<()> {
+    let progress = a.common.progress();
+    let params = QeParams {
+        alpha: a.alpha,
+        num_expand: a.num_expand,
+        batch_size: a.batch_size,
+    };
+    params.check()?;
+    if a.batch_size == 0 {
+        return Err(Error::Invalid("--batch-size must be at least 1".into()));
+    }
+    let t = std::time::Instant::now();
+    let f = features::inspect_npy(&a.input)?;
+    let x = features::load_into(std::slice::from_ref(&f), None, |_| {})?;
+    let load_seconds = t.elapsed().as_secs_f64();
+    let backend = a.common.backend(&progress)?;
+    let (n, d) = x.dim();
+    let (y, seconds) = qe::expand(backend.as_ref(), x, &params, &progress)?;
+    let t = std::time::Instant::now();
+    features::write_npy_atomic(&a.output, y.view())?;
+    let write_seconds = t.elapsed().as_secs_f64();
+    progress.info(&format!(
+        "expanded {n} rows × {d} in {:.2} s (kNN {:.2} s, weighted sum {:.2} s) -> {}",
+        seconds.total,
+        seconds.knn,
+        seconds.weighted_sum,
+        a.output.display()
+    ));
+    if a.common.json {
+        super::print_json(&Summary {
+            input: a.input.clone(),
+            output: a.output.clone(),
+            n,
+            d,
+            params,
+            backend: backend.info(),
+            seconds,
+            load_seconds,
+            write_seconds,
+        })?;
+    }
+    Ok(())
+}

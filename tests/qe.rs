@@ -1,0 +1,158 @@
+//! α-query expansion against a NumPy re-enactment of the formula.
+
+mod common;
+
+use common::*;
+use ndarray::{Array2, array};
+use ndarray_npy::{read_npy, write_npy};
+use rvc_index::compute::Backend;
+use rvc_index::compute::cpu::CpuBackend;
+
+const NUMPY_QE: &str = r#"
+import sys, numpy as np, faiss
+x = np.load(sys.argv[1]); k = int(sys.argv[2]); alpha = float(sys.argv[3])
+xn = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+index = faiss.IndexFlatIP(x.shape[1]); index.add(xn)
+D, I = index.search(xn, k)
+w = np.power(np.maximum(D, 0), alpha)
+y = np.einsum("nm,nmd->nd", w, xn[I])
+y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-9)
+ours = np.load(sys.argv[4])
+print(np.abs(ours - y).max())
+"#;
+
+#[test]
+fn expand_equals_numpy_formula() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = mixture(700, 40, 12, 8);
+    let input = dir.path().join("in.npy");
+    let output = dir.path().join("out.npy");
+    write_npy(&input, &x).unwrap();
+    let o = run(&[
+        "expand",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--num-expand",
+        "7",
+        "--alpha",
+        "3",
+        "--batch-size",
+        "100",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    if let Some(out) = python(
+        NUMPY_QE,
+        &[input.to_str().unwrap(), "7", "3", output.to_str().unwrap()],
+    ) {
+        let err: f64 = out.trim().parse().unwrap();
+        assert!(err < 1e-5, "max abs difference {err}");
+    }
+}
+
+/// Negative similarities under a non-integer α: clamped to 0, never NaN.
+#[test]
+fn negative_similarities_are_clamped_not_nan() {
+    let q = array![[1.0f32, 0.0], [0.6, 0.8]];
+    let db = array![[1.0f32, 0.0], [-1.0, 0.0], [0.6, 0.8], [0.0, 0.0]];
+    let ids = array![[0i64, 1, 2, 3], [2, 1, -1, 0]];
+    let y = CpuBackend::new()
+        .expand(q.view(), db.view(), ids.view(), 2.5)
+        .unwrap();
+    assert!(y.iter().all(|v| v.is_finite()));
+    // Row 0: weights 1, 0 (clamped), 0.6^2.5, 0.
+    let w2 = 0.6f32.powf(2.5);
+    let e0 = [1.0 + w2 * 0.6, w2 * 0.8];
+    let n0 = (e0[0] * e0[0] + e0[1] * e0[1]).sqrt();
+    assert!((y[[0, 0]] - e0[0] / n0).abs() < 1e-6 && (y[[0, 1]] - e0[1] / n0).abs() < 1e-6);
+    // Row 1: itself (weight 1), id -1 skipped, row 0 with 0.6^2.5.
+    let e1 = [0.6 + w2, 0.8];
+    let n1 = (e1[0] * e1[0] + e1[1] * e1[1]).sqrt();
+    assert!((y[[1, 0]] - e1[0] / n1).abs() < 1e-6 && (y[[1, 1]] - e1[1] / n1).abs() < 1e-6);
+    // A zero row stays zero.
+    let z = CpuBackend::new()
+        .expand(
+            array![[0.0f32, 0.0]].view(),
+            db.view(),
+            array![[3i64]].view(),
+            0.5,
+        )
+        .unwrap();
+    assert_eq!(z, array![[0.0f32, 0.0]]);
+}
+
+/// `train --query-expansion` indexes exactly what `expand` makes of the shuffled rows.
+#[test]
+fn train_with_query_expansion_indexes_expanded_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = mixture(400, 256, 6, 21);
+    let plain = make_experiment(&dir.path().join("a"), "v", &x, 100);
+    let qe = make_experiment(&dir.path().join("b"), "v", &x, 100);
+    let run_ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run_ok(&["train", plain.to_str().unwrap(), "--device", "cpu", "-q"]);
+    run_ok(&[
+        "train",
+        qe.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-q",
+        "--query-expansion",
+        "alpha=2,k=5",
+    ]);
+    let expanded = dir.path().join("expanded.npy");
+    run_ok(&[
+        "expand",
+        plain.join("total_fea.npy").to_str().unwrap(),
+        "-o",
+        expanded.to_str().unwrap(),
+        "--alpha",
+        "2",
+        "--num-expand",
+        "5",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    let a: Array2<f32> = read_npy(&expanded).unwrap();
+    let b: Array2<f32> = read_npy(qe.join("total_fea.npy")).unwrap();
+    assert_eq!(a, b);
+    assert!(qe.join("added_IVF10_Flat_nprobe_1_v_v1.index").exists());
+}
+
+#[test]
+fn expand_rejects_bad_settings_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.npy");
+    let o = run(&[
+        "expand",
+        dir.path().join("missing.npy").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("missing.npy"),
+        "{}",
+        stderr(&o)
+    );
+    let input = dir.path().join("in.npy");
+    write_npy(&input, &mixture(10, 4, 2, 1)).unwrap();
+    let o = run(&[
+        "expand",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--num-expand",
+        "0",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
