@@ -1,5 +1,6 @@
 //! Index kinds and their construction.
 
 pub mod factory;
+pub mod pq;
 
 pub use factory::Factory;

@@ -81,7 +81,7 @@ impl FaissRng {
 }
 
 /// faiss `rand_perm`: Fisher–Yates driven by `FaissRng`.
-fn rand_perm(n: usize, seed: i64) -> Vec<usize> {
+pub fn rand_perm(n: usize, seed: i64) -> Vec<usize> {
     let mut perm: Vec<usize> = (0..n).collect();
     let mut rng = FaissRng::new(seed);
     for i in 0..n.saturating_sub(1) {
