@@ -1,5 +1,6 @@
 //! Index kinds and their construction.
 
+pub mod blend;
 pub mod factory;
 pub mod pq;
 
