@@ -22,15 +22,16 @@ pub struct Neighbours {
 }
 
 /// A fixed-capacity list of the best (smallest) keys seen, ties kept in
-/// arrival order so the lower database index wins.
-struct TopK {
-    keys: Vec<f32>,
-    ids: Vec<i64>,
+/// arrival order so the earlier candidate wins. Keys are "smaller is
+/// better": squared L2 distances, or negated inner products.
+pub struct TopK {
+    pub keys: Vec<f32>,
+    pub ids: Vec<i64>,
     k: usize,
 }
 
 impl TopK {
-    fn new(k: usize) -> Self {
+    pub fn new(k: usize) -> Self {
         TopK {
             keys: Vec::with_capacity(k + 1),
             ids: Vec::with_capacity(k + 1),
@@ -48,7 +49,7 @@ impl TopK {
     }
 
     #[inline]
-    fn push(&mut self, key: f32, id: i64) {
+    pub fn push(&mut self, key: f32, id: i64) {
         if !(key < self.worst()) {
             return;
         }
@@ -145,6 +146,23 @@ pub fn knn(x: ArrayView2<f32>, y: ArrayView2<f32>, k: usize, metric: Metric) -> 
                 }
             }
         });
+    Neighbours { ids, scores }
+}
+
+/// Gather per-query top-k lists (keys as `TopK` keeps them) into `Neighbours`
+/// with faiss's padding and score sign.
+pub fn collect(tops: &[TopK], k: usize, metric: Metric) -> Neighbours {
+    let mut ids = Array2::from_elem((tops.len(), k), -1i64);
+    let mut scores = Array2::from_elem((tops.len(), k), metric.worst());
+    for (i, t) in tops.iter().enumerate() {
+        for (r, (&key, &id)) in t.keys.iter().zip(&t.ids).enumerate() {
+            ids[[i, r]] = id;
+            scores[[i, r]] = match metric {
+                Metric::L2 => key,
+                Metric::InnerProduct => -key,
+            };
+        }
+    }
     Neighbours { ids, scores }
 }
 

@@ -3,5 +3,6 @@
 pub mod blend;
 pub mod factory;
 pub mod pq;
+pub mod search;
 
 pub use factory::Factory;
