@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod info;
+
 #[derive(Parser)]
 #[command(
     name = "rvc-index",
@@ -14,10 +16,15 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Print what a faiss index file holds
+    Info(info::InfoArgs),
+}
 
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Info(args) => info::run(args),
+    }
 }
