@@ -150,7 +150,11 @@ fn known_fourcc(f: &[u8; 4]) -> Option<&'static str> {
         b"ImRQ" | b"ImPQ" => "index with IVF residual coarse quantizer",
         b"IPfs" | b"IPRf" => "IndexPQFastScan",
         b"IRfs" | b"ILfs" => "IndexAdditiveQuantizerFastScan",
-        b"IwRf" | b"IwLf" | b"IwPf" => "IndexIVF fast-scan",
+        b"IwRf" | b"IwLf" => "IndexIVF additive quantizer fast-scan",
+        b"IwPf" => "IndexIVFPQFastScan",
+        b"IwFl" => "IndexIVFFlat",
+        b"IxF2" => "IndexFlatL2",
+        b"IxFI" => "IndexFlatIP",
         b"il00" => "no inverted lists stored (il00)",
         b"ilar" => "ArrayInvertedLists",
         b"ilbl" => "BlockInvertedLists",
@@ -315,7 +319,7 @@ impl<'p, R: Read> Rd<'p, R> {
         Ok((off, self.array(count, off, field)?))
     }
 
-    fn header(&mut self, f: &[u8; 4]) -> Result<Header> {
+    fn header(&mut self) -> Result<Header> {
         let off = self.pos;
         let d = self.i32("d")?;
         if d <= 0 || d as usize > MAX_D {
@@ -351,13 +355,11 @@ impl<'p, R: Read> Rd<'p, R> {
                         ));
                     }
                 };
-                return Err(self.unsupported(
-                    off - 4,
-                    f,
-                    &format!(
-                        " with metric {name} ({code}; only L2 and inner product are supported)"
-                    ),
-                ));
+                return Err(Error::Unsupported(format!(
+                    "metric {name} ({code}) in {} (only L2 and inner product are supported), at byte {moff} of {}",
+                    self.ctx.join("."),
+                    self.path.display()
+                )));
             }
         };
         Ok(Header {
@@ -386,9 +388,9 @@ fn parse_index<R: Read>(rd: &mut Rd<R>, role: Role) -> Result<Index> {
     }));
     let out = match (&f, role) {
         (b"IxF2" | b"IxFI", _) => parse_flat(rd, &f).map(Index::Flat),
-        (b"IwFl", Role::Top | Role::RefineBase) => parse_ivf_flat(rd, &f).map(Index::IvfFlat),
-        (b"IwPf", Role::Top | Role::RefineBase) => parse_ivf_pqfs(rd, &f).map(Index::IvfPqFastScan),
-        (b"IxRF", Role::Top) => parse_refine(rd, &f).map(|r| Index::Refine(Box::new(r))),
+        (b"IwFl", Role::Top | Role::RefineBase) => parse_ivf_flat(rd).map(Index::IvfFlat),
+        (b"IwPf", Role::Top | Role::RefineBase) => parse_ivf_pqfs(rd).map(Index::IvfPqFastScan),
+        (b"IxRF", Role::Top) => parse_refine(rd).map(|r| Index::Refine(Box::new(r))),
         _ => {
             rd.ctx.pop();
             let what = match role {
@@ -425,7 +427,7 @@ fn parse_index<R: Read>(rd: &mut Rd<R>, role: Role) -> Result<Index> {
 }
 
 fn parse_flat<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<Flat> {
-    let h = rd.header(f)?;
+    let h = rd.header()?;
     let want = if f == b"IxF2" {
         Metric::L2
     } else {
@@ -469,8 +471,8 @@ fn parse_flat<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<Flat> {
 
 /// The IVF common part after the fourcc: header, nlist, nprobe, quantizer,
 /// direct map. Returns the header too (for ntotal) and nlist with its offset.
-fn parse_ivf_common<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<(Ivf, Header, u64, u64)> {
-    let h = rd.header(f)?;
+fn parse_ivf_common<R: Read>(rd: &mut Rd<R>) -> Result<(Ivf, Header, u64, u64)> {
+    let h = rd.header()?;
     let nlist_off = rd.pos;
     let nlist = rd.u64("nlist")?;
     if nlist == 0 {
@@ -635,8 +637,8 @@ fn check_lists<R: Read>(
     Ok(())
 }
 
-fn parse_ivf_flat<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<IvfFlat> {
-    let (ivf, h, nlist, nlist_off) = parse_ivf_common(rd, f)?;
+fn parse_ivf_flat<R: Read>(rd: &mut Rd<R>) -> Result<IvfFlat> {
+    let (ivf, h, nlist, nlist_off) = parse_ivf_common(rd)?;
     let dm_array_off = dm_array_offset(rd, &ivf);
     let il_off = rd.pos;
     let ilf = rd.fourcc("invlists fourcc")?;
@@ -681,29 +683,27 @@ fn parse_ivf_flat<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<IvfFlat> {
             ));
         }
     };
-    let (toff, table) = rd.vector::<u64>("sizes")?;
+    let toff = rd.pos;
+    let count = rd.u64("sizes count")?;
+    let count_ok = match size_table {
+        SizeTable::Full => count == nlist,
+        _ => count % 2 == 0 && count / 2 <= nlist,
+    };
+    if !count_ok {
+        let msg = match size_table {
+            SizeTable::Full => format!("full size table has {count} entries for nlist = {nlist}"),
+            _ if count % 2 != 0 => format!("sparse size table has odd length {count}"),
+            _ => format!(
+                "sparse size table has {} pairs for nlist = {nlist}",
+                count / 2
+            ),
+        };
+        return Err(rd.fail(toff, "sizes", msg));
+    }
+    let table = rd.array::<u64>(count, toff, "sizes")?;
     let sizes: Vec<u64> = match size_table {
-        SizeTable::Full => {
-            if table.len() as u64 != nlist {
-                return Err(rd.fail(
-                    toff,
-                    "sizes",
-                    format!(
-                        "full size table has {} entries for nlist = {nlist}",
-                        table.len()
-                    ),
-                ));
-            }
-            table
-        }
+        SizeTable::Full => table,
         _ => {
-            if table.len() % 2 != 0 {
-                return Err(rd.fail(
-                    toff,
-                    "sizes",
-                    format!("sparse size table has odd length {}", table.len()),
-                ));
-            }
             let backed = ivf.quantizer.ntotal() as u64 == nlist;
             if !backed && nlist > MAX_UNBACKED_NLIST {
                 return Err(rd.fail(
@@ -826,8 +826,8 @@ fn invlists_error<R: Read>(rd: &Rd<R>, off: u64, f: &[u8; 4], need: &str) -> Err
     }
 }
 
-fn parse_ivf_pqfs<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<IvfPqFs> {
-    let (ivf, h, nlist, nlist_off) = parse_ivf_common(rd, f)?;
+fn parse_ivf_pqfs<R: Read>(rd: &mut Rd<R>) -> Result<IvfPqFs> {
+    let (ivf, h, nlist, nlist_off) = parse_ivf_common(rd)?;
     let dm_array_off = dm_array_offset(rd, &ivf);
     let by_residual = rd.bool("by_residual")?;
     let _code_size = rd.u64("code_size")?; // recomputed from the PQ by faiss
@@ -995,8 +995,8 @@ fn parse_ivf_pqfs<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<IvfPqFs> {
     })
 }
 
-fn parse_refine<R: Read>(rd: &mut Rd<R>, f: &[u8; 4]) -> Result<RefineFlat> {
-    let h = rd.header(f)?;
+fn parse_refine<R: Read>(rd: &mut Rd<R>) -> Result<RefineFlat> {
+    let h = rd.header()?;
     let boff = rd.pos;
     let base = parse_index(rd, Role::RefineBase)?;
     let roff = rd.pos;
