@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod expand;
+pub mod info;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,8 @@ pub enum Command {
     /// α-query expansion of a matrix: every row becomes the normalised,
     /// similarity^alpha-weighted sum of its nearest rows.
     Expand(expand::ExpandArgs),
+    /// Print what a faiss index file holds.
+    Info(info::InfoArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -87,10 +90,11 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    let r = match &cli.command {
-        Command::Train(a) => train::run(a).map(|()| true),
-        Command::Batch(a) => batch::run(a),
-        Command::Expand(a) => expand::run(a).map(|()| true),
+    let r = match cli.command {
+        Command::Train(a) => train::run(&a).map(|()| true),
+        Command::Batch(a) => batch::run(&a),
+        Command::Expand(a) => expand::run(&a).map(|()| true),
+        Command::Info(a) => return info::run(a),
     };
     match r {
         Ok(true) => 0,
