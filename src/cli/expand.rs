@@ -57,8 +57,7 @@ pub fn run(a: &ExpandArgs) -> Result<()> {
         return Err(Error::Invalid("--batch-size must be at least 1".into()));
     }
     let t = std::time::Instant::now();
-    let f = features::inspect_npy(&a.input)?;
-    let x = features::load_into(std::slice::from_ref(&f), None, |_| {})?;
+    let x = features::load_matrix(&a.input)?;
     let load_seconds = t.elapsed().as_secs_f64();
     let backend = a.common.backend(&progress)?;
     let (n, d) = x.dim();

@@ -1,8 +1,11 @@
 //! Command-line front end: one module per subcommand.
 
 pub mod batch;
+pub mod blend;
+pub mod build;
 pub mod expand;
 pub mod info;
+pub mod search;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +81,12 @@ pub enum Command {
     Expand(expand::ExpandArgs),
     /// Print what a faiss index file holds.
     Info(info::InfoArgs),
+    /// Build an index from a factory string (Flat, IVF<n>,Flat, IVF<n>,PQ<M>x4fs[,RFlat]).
+    Build(build::BuildArgs),
+    /// Search an index: k nearest neighbours of every query, as .npy files.
+    Search(search::SearchArgs),
+    /// RVC's retrieval blend of features with their nearest indexed vectors.
+    Blend(blend::BlendArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -95,6 +104,9 @@ pub fn run() -> i32 {
         Command::Batch(a) => batch::run(&a),
         Command::Expand(a) => expand::run(&a).map(|()| true),
         Command::Info(a) => return info::run(a),
+        Command::Build(a) => build::run(&a).map(|()| true),
+        Command::Search(a) => search::run(&a).map(|()| true),
+        Command::Blend(a) => blend::run(&a).map(|()| true),
     };
     match r {
         Ok(true) => 0,

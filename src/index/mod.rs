@@ -1,6 +1,7 @@
 //! Index kinds and their construction.
 
 pub mod blend;
+pub mod build;
 pub mod factory;
 pub mod pq;
 pub mod search;

@@ -7,10 +7,12 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::pq::{KSUB, Pq4};
+use super::pq::KSUB;
 use crate::compute::Backend;
 use crate::compute::knn::{Neighbours, TopK, collect};
-use crate::{Metric, Result};
+use crate::faiss::ProductQuantizer;
+use crate::faiss::{Index, Ivf};
+use crate::{Error, Metric, Result};
 
 /// One inverted list: ids and, for IVF-Flat, the raw vectors (len·d floats)
 /// or, for PQ, one code per sub-quantizer (len·M bytes).
@@ -77,7 +79,7 @@ pub fn search_flat(
 
 /// Per-query look-up table `[m][16]` of sub-quantizer scores ("smaller is
 /// better" keys: squared distances, or negated inner products).
-pub fn lut(pq: &Pq4, q: &[f32], metric: Metric) -> Vec<f32> {
+pub fn lut(pq: &ProductQuantizer, q: &[f32], metric: Metric) -> Vec<f32> {
     let ds = pq.dsub();
     let mut t = vec![0f32; pq.m * KSUB];
     for sq in 0..pq.m {
@@ -89,26 +91,22 @@ pub fn lut(pq: &Pq4, q: &[f32], metric: Metric) -> Vec<f32> {
     t
 }
 
-/// Search PQ lists; with `refine` (the raw vectors by id), `k·k_factor`
-/// candidates are re-ranked with exact scores.
+/// Search 4-bit fast-scan lists (`codes` = the packed blocks of `bbs` entries).
+/// Scores are exact sums of the float look-up table, not faiss's 8-bit
+/// quantised tables, so they match faiss's only approximately.
 #[allow(clippy::too_many_arguments)]
 pub fn search_pq(
     backend: &dyn Backend,
     centroids: ArrayView2<f32>,
-    pq: &Pq4,
+    pq: &ProductQuantizer,
+    bbs: usize,
     lists: &[List<'_, u8>],
     metric: Metric,
     queries: ArrayView2<f32>,
     k: usize,
     nprobe: usize,
-    refine: Option<(ArrayView2<f32>, f32)>,
 ) -> Result<Neighbours> {
     let d = queries.ncols();
-    let m = pq.m;
-    let kc = match refine {
-        Some((_, f)) => ((k as f32 * f) as usize).max(k),
-        None => k,
-    };
     let probes = coarse(backend, centroids, queries, nprobe, metric)?;
     let queries = queries.as_standard_layout();
     let tops: Vec<TopK> = (0..queries.nrows())
@@ -116,32 +114,155 @@ pub fn search_pq(
         .map(|i| {
             let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
             let t = lut(pq, q, metric);
-            let mut cand = TopK::new(kc);
+            let mut top = TopK::new(k);
             for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
                 let list = &lists[l as usize];
-                for (j, &id) in list.ids.iter().enumerate() {
-                    let codes = &list.codes[j * m..(j + 1) * m];
-                    let s: f32 = codes
-                        .iter()
-                        .enumerate()
-                        .map(|(sq, &c)| t[sq * KSUB + c as usize])
-                        .sum();
-                    cand.push(s, id);
-                }
+                scan_blocks(&t, pq.m, bbs, list.codes, list.ids.len(), |e, s| {
+                    top.push(s, list.ids[e])
+                });
             }
-            match refine {
-                None => cand,
-                Some((raw, _)) => {
-                    let mut top = TopK::new(k);
-                    for &id in &cand.ids {
-                        let v = raw.row(id as usize);
-                        let v = v.as_slice().expect("refine vectors are contiguous");
-                        top.push(key(metric, q, v), id);
-                    }
-                    top
-                }
-            }
+            top
         })
         .collect();
     Ok(collect(&tops, k, metric))
+}
+
+/// Sum the table entries of every entry of packed fast-scan blocks (layout:
+/// faiss `pq4_pack_codes`, see `faiss::fastscan`), calling `emit(entry, score)`.
+fn scan_blocks(
+    t: &[f32],
+    m: usize,
+    bbs: usize,
+    packed: &[u8],
+    n: usize,
+    mut emit: impl FnMut(usize, f32),
+) {
+    // Byte j of a 16-byte half holds entries PERM[j] (low nibble) and PERM[j] + 16.
+    const PERM: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+    let m2 = m + (m & 1);
+    let block = bbs * m2 / 2;
+    let mut acc = [0f32; 32];
+    for b in 0..n.div_ceil(bbs) {
+        for g in 0..bbs / 32 {
+            let first = b * bbs + g * 32;
+            if first >= n {
+                break;
+            }
+            acc.fill(0.0);
+            for p in 0..m2 / 2 {
+                let chunk = &packed[b * block + p * bbs + g * 32..][..32];
+                let (t0, t1) = (
+                    &t[2 * p * KSUB..][..KSUB],
+                    t.get((2 * p + 1) * KSUB..(2 * p + 2) * KSUB),
+                );
+                for (j, &e) in PERM.iter().enumerate() {
+                    let (lo, hi) = (chunk[j], chunk[16 + j]);
+                    acc[e] += t0[(lo & 15) as usize];
+                    acc[e + 16] += t0[(lo >> 4) as usize];
+                    // With odd M the last slot is padding (code 0, no table).
+                    if let Some(t1) = t1 {
+                        acc[e] += t1[(hi & 15) as usize];
+                        acc[e + 16] += t1[(hi >> 4) as usize];
+                    }
+                }
+            }
+            for (u, &s) in acc.iter().enumerate().take(n - first) {
+                emit(first + u, s);
+            }
+        }
+    }
+}
+
+fn quantizer(ivf: &Ivf) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((ivf.quantizer.ntotal(), ivf.d), &ivf.quantizer.xb)
+        .expect("quantizer shape")
+}
+
+/// Search any supported index. `nprobe` overrides the stored value.
+pub fn search_index(
+    backend: &dyn Backend,
+    index: &Index,
+    queries: ArrayView2<f32>,
+    k: usize,
+    nprobe: Option<usize>,
+) -> Result<Neighbours> {
+    if queries.ncols() != index.d() {
+        return Err(Error::Invalid(format!(
+            "queries have {} columns but the index holds {}-dimensional vectors",
+            queries.ncols(),
+            index.d()
+        )));
+    }
+    let metric = index.metric();
+    match index {
+        Index::Flat(f) => {
+            let xb = ArrayView2::from_shape((f.ntotal(), f.d), &f.xb).expect("flat shape");
+            backend.knn(queries, xb, k, metric)
+        }
+        Index::IvfFlat(ix) => {
+            let lists: Vec<List<'_, f32>> = ix
+                .lists
+                .iter()
+                .map(|l| List {
+                    ids: &l.ids,
+                    codes: &l.codes,
+                })
+                .collect();
+            search_flat(
+                backend,
+                quantizer(&ix.ivf),
+                &lists,
+                metric,
+                queries,
+                k,
+                nprobe.unwrap_or(ix.ivf.nprobe),
+            )
+        }
+        Index::IvfPqFastScan(ix) => {
+            if ix.by_residual {
+                return Err(Error::Unsupported(
+                    "searching residual fast-scan PQ (x4fsr) indexes".into(),
+                ));
+            }
+            let lists: Vec<List<'_, u8>> = ix
+                .lists
+                .iter()
+                .map(|l| List {
+                    ids: &l.ids,
+                    codes: &l.codes,
+                })
+                .collect();
+            let np = nprobe.unwrap_or(ix.ivf.nprobe);
+            search_pq(
+                backend,
+                quantizer(&ix.ivf),
+                &ix.pq,
+                ix.bbs,
+                &lists,
+                metric,
+                queries,
+                k,
+                np,
+            )
+        }
+        Index::Refine(r) => {
+            // faiss: k_base = idx_t(k * k_factor).
+            let kb = ((k as f32 * r.k_factor) as usize).max(k);
+            let cand = search_index(backend, &r.base, queries, kb, nprobe)?;
+            let d = queries.ncols();
+            let queries = queries.as_standard_layout();
+            let tops: Vec<TopK> = (0..queries.nrows())
+                .into_par_iter()
+                .map(|i| {
+                    let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
+                    let mut top = TopK::new(k);
+                    for &id in cand.ids.row(i).iter().filter(|&&id| id >= 0) {
+                        top.push(key(metric, q, r.refine.vector(id as usize)), id);
+                    }
+                    top
+                })
+                .collect();
+            Ok(collect(&tops, k, metric))
+        }
+    }
 }

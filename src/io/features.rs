@@ -260,6 +260,32 @@ fn convert(raw: &[u8], dtype: Dtype, big_endian: bool, out: &mut [f32]) {
     }
 }
 
+/// One `.npy` matrix as float32 (converted from float16/float64), checked
+/// like the feature files.
+pub fn load_matrix(path: &Path) -> Result<Array2<f32>> {
+    let f = inspect_npy(path)?;
+    load_into(std::slice::from_ref(&f), None, |_| {})
+}
+
+/// A `.npy` file or a folder of them (sorted by name, concatenated).
+pub fn load_file_or_dir(path: &Path) -> Result<Array2<f32>> {
+    if path.is_dir() {
+        let files = scan_dir(path)?;
+        load_into(&files, None, |_| {})
+    } else {
+        load_matrix(path)
+    }
+}
+
+/// Write any array ndarray-npy can (ids as int64, for example), atomically.
+pub fn write_any_npy_atomic<T: ndarray_npy::WritableElement>(
+    path: &Path,
+    x: ndarray::ArrayView2<T>,
+) -> Result<()> {
+    use ndarray_npy::WriteNpyExt;
+    super::write_atomic(path, |w| x.write_npy(w).map_err(std::io::Error::other))
+}
+
 /// Files of a non-float32 dtype, for a conversion warning.
 pub fn converted(files: &[NpyFile]) -> Vec<&NpyFile> {
     files.iter().filter(|f| f.dtype != Dtype::F32).collect()
@@ -267,21 +293,5 @@ pub fn converted(files: &[NpyFile]) -> Vec<&NpyFile> {
 
 /// Write a float32 matrix as `.npy` (format 1.0, C order), atomically.
 pub fn write_npy_atomic(path: &Path, x: ndarray::ArrayView2<f32>) -> Result<()> {
-    super::write_atomic(path, |w| {
-        let header = Header {
-            type_descriptor: <f32 as ndarray_npy::WritableElement>::type_descriptor(),
-            layout: Layout::Standard,
-            shape: vec![x.nrows(), x.ncols()],
-        };
-        header.write(&mut *w).map_err(std::io::Error::other)?;
-        match x.as_slice() {
-            Some(s) => std::io::Write::write_all(w, bytemuck::cast_slice(s)),
-            None => {
-                for r in x.rows() {
-                    std::io::Write::write_all(w, bytemuck::cast_slice(&r.to_vec()))?;
-                }
-                Ok(())
-            }
-        }
-    })
+    write_any_npy_atomic(path, x)
 }

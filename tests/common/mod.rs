@@ -93,3 +93,19 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Rows on a smooth low-dimensional manifold: `z·A + 0.05·noise` with
+/// `z ~ N(0, 1)^latent`, so nearest neighbours are well separated (no
+/// near-ties), as with real speech features.
+pub fn latent(n: usize, d: usize, latent: usize, seed: u64) -> Array2<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a: Vec<f32> = (0..latent * d).map(|_| normal(&mut rng)).collect();
+    let mut x = Array2::<f32>::zeros((n, d));
+    for mut row in x.rows_mut() {
+        let z: Vec<f32> = (0..latent).map(|_| normal(&mut rng)).collect();
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..latent).map(|r| z[r] * a[r * d + j]).sum::<f32>() + 0.05 * normal(&mut rng);
+        }
+    }
+    x
+}

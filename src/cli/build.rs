@@ -1,0 +1,116 @@
+use std::path::PathBuf;
+
+use super::CommonArgs;
+use crate::index::Factory;
+use crate::index::build;
+use crate::io::features;
+use crate::{Metric, Result, faiss, qe};
+
+/// `--metric`: what "near" means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricArg {
+    /// Squared Euclidean distance (RVC's indexes).
+    L2,
+    /// Inner product.
+    Ip,
+    /// Rows normalised to unit length, then inner product.
+    Cosine,
+}
+
+impl MetricArg {
+    pub fn metric(self) -> Metric {
+        match self {
+            MetricArg::L2 => Metric::L2,
+            MetricArg::Ip | MetricArg::Cosine => Metric::InnerProduct,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  rvc-index build logs/myvoice/total_fea.npy --factory \"IVF{auto},Flat\" -o my.index\n  \
+rvc-index build feats.npy --factory IVF1024,PQ128x4fs,RFlat --metric cosine -o pq.index\n\n\
+Factory strings: Flat | IVF<n>,Flat | IVF<n>,PQ<M>x4fs, optionally followed by ,RFlat \
+(exact re-ranking). <n> may be a number (with k = ×1024 or M = ×1048576) or {auto} for RVC's \
+min(int(16·sqrt(N)), N // 39). PQ<M>x4fs is faiss's 4-bit fast-scan PQ (no residual, blocks \
+of 32); M must divide the dimension. The ids of the index are the row numbers of the input \
+(a folder of .npy files is read in sorted name order, without shuffling)."
+)]
+pub struct BuildArgs {
+    /// A .npy matrix, or a folder of .npy feature files (e.g. logs/<exp>/3_feature768).
+    pub input: PathBuf,
+    /// faiss index_factory string.
+    #[arg(long, default_value = "IVF{auto},Flat")]
+    pub factory: Factory,
+    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    pub metric: MetricArg,
+    /// nprobe stored in the file (searches use it unless told otherwise).
+    #[arg(long, default_value_t = 1)]
+    pub nprobe: usize,
+    /// Output index file, written whole or not at all.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    output: PathBuf,
+    factory: String,
+    n: usize,
+    d: usize,
+    backend: crate::compute::BackendInfo,
+    load_seconds: f64,
+    build_seconds: f64,
+    write_seconds: f64,
+    kmeans_iterations: Vec<crate::train::kmeans::IterationStats>,
+    file_bytes: u64,
+}
+
+pub fn run(a: &BuildArgs) -> Result<()> {
+    let progress = a.common.progress();
+    let t = std::time::Instant::now();
+    let mut x = features::load_file_or_dir(&a.input)?;
+    if a.metric == MetricArg::Cosine {
+        qe::normalize_rows(&mut x);
+    }
+    let load_seconds = t.elapsed().as_secs_f64();
+    let backend = a.common.backend(&progress)?;
+    let t = std::time::Instant::now();
+    let built = build::build(
+        backend.as_ref(),
+        x.view(),
+        a.factory,
+        a.metric.metric(),
+        a.nprobe,
+        &progress,
+    )?;
+    let build_seconds = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    faiss::write_index(&a.output, &built.index)?;
+    let write_seconds = t.elapsed().as_secs_f64();
+    let file_bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    progress.info(&format!(
+        "built {} over {} rows × {} in {build_seconds:.2} s -> {} ({file_bytes} bytes)",
+        a.factory,
+        x.nrows(),
+        x.ncols(),
+        a.output.display()
+    ));
+    if a.common.json {
+        super::print_json(&Summary {
+            output: a.output.clone(),
+            factory: a.factory.to_string(),
+            n: x.nrows(),
+            d: x.ncols(),
+            backend: backend.info(),
+            load_seconds,
+            build_seconds,
+            write_seconds,
+            kmeans_iterations: built.kmeans,
+            file_bytes,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+use std::path::{Path, PathBuf};
+
+use super::CommonArgs;
+use crate::faiss::{self, Index};
+use crate::index::search::search_index;
+use crate::io::features;
+use crate::{Error, Result, qe};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  rvc-index search my.index queries.npy -k 8 --nprobe 4 -o result\n\n\
+Writes result_distances.npy (float32, n×k: squared L2 distances ascending, or inner products \
+descending) and result_ids.npy (int64, n×k). Where fewer than k vectors are found the id is -1 \
+and the distance 3.4028235e38 (-3.4028235e38 for inner product), as faiss reports."
+)]
+pub struct SearchArgs {
+    pub index: PathBuf,
+    /// Queries: a 2-D .npy matrix.
+    pub queries: PathBuf,
+    #[arg(short, default_value_t = 8)]
+    pub k: usize,
+    /// Lists probed per query (default: the value stored in the file).
+    #[arg(long)]
+    pub nprobe: Option<usize>,
+    /// Candidates re-ranked per result for RFlat indexes (default: stored k_factor).
+    #[arg(long)]
+    pub k_factor: Option<f32>,
+    /// Normalise the queries to unit length first (for indexes built with --metric cosine).
+    #[arg(long)]
+    pub normalize_queries: bool,
+    /// Output prefix: <prefix>_distances.npy and <prefix>_ids.npy.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `<prefix>_<what>.npy` beside the prefix.
+pub fn with_suffix(prefix: &Path, what: &str) -> PathBuf {
+    let mut name = prefix.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("_{what}.npy"));
+    prefix.with_file_name(name)
+}
+
+/// Override the stored k_factor of a refine index.
+pub fn set_k_factor(index: &mut Index, k_factor: Option<f32>) -> Result<()> {
+    let Some(f) = k_factor else { return Ok(()) };
+    if !(1.0..=1000.0).contains(&f) {
+        return Err(Error::Invalid(format!(
+            "--k-factor must be within 1..1000, got {f}"
+        )));
+    }
+    match index {
+        Index::Refine(r) => r.k_factor = f,
+        _ => {
+            return Err(Error::Invalid(
+                "--k-factor applies only to RFlat (refine) indexes".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    queries: usize,
+    k: usize,
+    load_seconds: f64,
+    search_seconds: f64,
+    queries_per_second: f64,
+    backend: crate::compute::BackendInfo,
+}
+
+pub fn run(a: &SearchArgs) -> Result<()> {
+    let progress = a.common.progress();
+    if a.k == 0 {
+        return Err(Error::Invalid("-k must be at least 1".into()));
+    }
+    if a.nprobe == Some(0) {
+        return Err(Error::Invalid("--nprobe must be at least 1".into()));
+    }
+    let t = std::time::Instant::now();
+    let mut index = faiss::read_index(&a.index)?;
+    set_k_factor(&mut index, a.k_factor)?;
+    let mut q = features::load_matrix(&a.queries)?;
+    if a.normalize_queries {
+        qe::normalize_rows(&mut q);
+    }
+    let load_seconds = t.elapsed().as_secs_f64();
+    let backend = a.common.backend(&progress)?;
+    let t = std::time::Instant::now();
+    let nn =
+        search_index(backend.as_ref(), &index, q.view(), a.k, a.nprobe).map_err(|e| match e {
+            Error::Invalid(m) => Error::bad_input(&a.queries, m),
+            e => e,
+        })?;
+    let search_seconds = t.elapsed().as_secs_f64();
+    features::write_any_npy_atomic(&with_suffix(&a.output, "distances"), nn.scores.view())?;
+    features::write_any_npy_atomic(&with_suffix(&a.output, "ids"), nn.ids.view())?;
+    progress.info(&format!(
+        "{} queries in {search_seconds:.3} s ({:.0} queries/s)",
+        q.nrows(),
+        q.nrows() as f64 / search_seconds.max(1e-9)
+    ));
+    if a.common.json {
+        super::print_json(&Summary {
+            queries: q.nrows(),
+            k: a.k,
+            load_seconds,
+            search_seconds,
+            queries_per_second: q.nrows() as f64 / search_seconds.max(1e-9),
+            backend: backend.info(),
+        })?;
+    }
+    Ok(())
+}
