@@ -48,6 +48,29 @@ impl TopK {
         }
     }
 
+    /// Like `push`, but equal keys are ordered by id whatever the arrival
+    /// order, as faiss's heaps order them: lower id first, or higher id first
+    /// with `high_first` (faiss's max-heaps, for inner product).
+    #[inline]
+    pub fn push_by_id(&mut self, key: f32, id: i64, high_first: bool) {
+        let tie = |i: i64| if high_first { -i } else { i };
+        if self.keys.len() == self.k
+            && (key, tie(id)) >= (self.keys[self.k - 1], tie(self.ids[self.k - 1]))
+        {
+            return;
+        }
+        let pos = self
+            .keys
+            .iter()
+            .zip(&self.ids)
+            .position(|(&k, &i)| (k, tie(i)) > (key, tie(id)))
+            .unwrap_or(self.keys.len());
+        self.keys.insert(pos, key);
+        self.ids.insert(pos, id);
+        self.keys.truncate(self.k);
+        self.ids.truncate(self.k);
+    }
+
     #[inline]
     pub fn push(&mut self, key: f32, id: i64) {
         if !(key < self.worst()) {

@@ -91,9 +91,51 @@ pub fn lut(pq: &ProductQuantizer, q: &[f32], metric: Metric) -> Vec<f32> {
     t
 }
 
-/// Search 4-bit fast-scan lists (`codes` = the packed blocks of `bbs` entries).
-/// Scores are exact sums of the float look-up table, not faiss's 8-bit
-/// quantised tables, so they match faiss's only approximately.
+/// faiss's 8-bit look-up table for non-residual fast-scan search
+/// (`quantize_LUT_and_bias` without bias): per sub-quantizer the minimum is
+/// subtracted, one scale `a` keeps every entry ≤ 255 and every sum ≤ 65535,
+/// entries are rounded; a distance is `b + Σ entries / a`.
+pub struct QuantizedLut {
+    pub table: Vec<u16>,
+    pub a: f32,
+    pub b: f32,
+}
+
+pub fn quantize_lut(t: &[f32], m: usize) -> QuantizedLut {
+    let rows: Vec<&[f32]> = t.chunks_exact(KSUB).take(m).collect();
+    let mins: Vec<f32> = rows
+        .iter()
+        .map(|r| r.iter().copied().fold(f32::INFINITY, f32::min))
+        .collect();
+    let (mut span_lut, mut span_dis, mut b) = (f32::NEG_INFINITY, 0f32, 0f32);
+    for (r, &mn) in rows.iter().zip(&mins) {
+        let span = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) - mn;
+        span_lut = span_lut.max(span);
+        span_dis += span;
+        b += mn;
+    }
+    let pick = |span: f32, top: f32| {
+        if span > 0.0 {
+            top / span
+        } else {
+            f32::INFINITY
+        }
+    };
+    let mut a = pick(span_lut, 255.0).min(pick(span_dis, 65535.0));
+    if !a.is_finite() {
+        a = 0.0;
+    }
+    let table = rows
+        .iter()
+        .zip(&mins)
+        .flat_map(|(r, &mn)| r.iter().map(move |&v| ((v - mn) * a + 0.5).floor() as u16))
+        .collect();
+    QuantizedLut { table, a, b }
+}
+
+/// Search 4-bit fast-scan lists (`codes` = the packed blocks of `bbs`
+/// entries) as faiss does: scores from the 8-bit quantised table, so the
+/// candidates and distances are faiss's up to float rounding of the table.
 #[allow(clippy::too_many_arguments)]
 pub fn search_pq(
     backend: &dyn Backend,
@@ -113,14 +155,38 @@ pub fn search_pq(
         .into_par_iter()
         .map(|i| {
             let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
-            let t = lut(pq, q, metric);
+            // faiss quantises the table of distances (L2) or of inner products (IP).
+            let mut t = lut(pq, q, metric);
+            if metric == Metric::InnerProduct {
+                t.iter_mut().for_each(|v| *v = -*v);
+            }
+            let ql = quantize_lut(&t, pq.m);
             let mut top = TopK::new(k);
             for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
                 let list = &lists[l as usize];
-                scan_blocks(&t, pq.m, bbs, list.codes, list.ids.len(), |e, s| {
-                    top.push(s, list.ids[e])
-                });
+                scan_blocks(
+                    &ql.table,
+                    pq.m,
+                    bbs,
+                    list.codes,
+                    list.ids.len(),
+                    |e, acc| {
+                        // Larger inner products are better: rank by -acc.
+                        let key = if metric == Metric::L2 {
+                            acc as f32
+                        } else {
+                            -(acc as f32)
+                        };
+                        top.push_by_id(key, list.ids[e], metric == Metric::InnerProduct);
+                    },
+                );
             }
+            let inv_a = if ql.a > 0.0 { 1.0 / ql.a } else { 0.0 };
+            top.keys.iter_mut().for_each(|key| {
+                let dist = ql.b + key.abs() * inv_a;
+                // `collect` turns keys back into scores (negating for IP).
+                *key = if metric == Metric::L2 { dist } else { -dist };
+            });
             top
         })
         .collect();
@@ -130,25 +196,25 @@ pub fn search_pq(
 /// Sum the table entries of every entry of packed fast-scan blocks (layout:
 /// faiss `pq4_pack_codes`, see `faiss::fastscan`), calling `emit(entry, score)`.
 fn scan_blocks(
-    t: &[f32],
+    t: &[u16],
     m: usize,
     bbs: usize,
     packed: &[u8],
     n: usize,
-    mut emit: impl FnMut(usize, f32),
+    mut emit: impl FnMut(usize, u32),
 ) {
     // Byte j of a 16-byte half holds entries PERM[j] (low nibble) and PERM[j] + 16.
     const PERM: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
     let m2 = m + (m & 1);
     let block = bbs * m2 / 2;
-    let mut acc = [0f32; 32];
+    let mut acc = [0u32; 32];
     for b in 0..n.div_ceil(bbs) {
         for g in 0..bbs / 32 {
             let first = b * bbs + g * 32;
             if first >= n {
                 break;
             }
-            acc.fill(0.0);
+            acc.fill(0);
             for p in 0..m2 / 2 {
                 let chunk = &packed[b * block + p * bbs + g * 32..][..32];
                 let (t0, t1) = (
@@ -157,12 +223,12 @@ fn scan_blocks(
                 );
                 for (j, &e) in PERM.iter().enumerate() {
                     let (lo, hi) = (chunk[j], chunk[16 + j]);
-                    acc[e] += t0[(lo & 15) as usize];
-                    acc[e + 16] += t0[(lo >> 4) as usize];
+                    acc[e] += t0[(lo & 15) as usize] as u32;
+                    acc[e + 16] += t0[(lo >> 4) as usize] as u32;
                     // With odd M the last slot is padding (code 0, no table).
                     if let Some(t1) = t1 {
-                        acc[e] += t1[(hi & 15) as usize];
-                        acc[e + 16] += t1[(hi >> 4) as usize];
+                        acc[e] += t1[(hi & 15) as usize] as u32;
+                        acc[e + 16] += t1[(hi >> 4) as usize] as u32;
                     }
                 }
             }
