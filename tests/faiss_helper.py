@@ -8,6 +8,8 @@
         OUTDIR/manifest.json describing what each file must contain
         (including <name>.recon.npy: reconstruct_n(0, ntotal) of the index in
         memory, before it was written).
+    faiss_helper.py time-read FILE [REPS]
+        time faiss.read_index(FILE) (benches/faiss_read.rs times ours).
     faiss_helper.py rewrite JOBS.json
         JOBS.json: [{"in": path, "out": path, "recon": npy path or null}, ...].
         For each job: faiss.read_index(in), faiss.write_index(out), then check
@@ -285,7 +287,26 @@ def rewrite(jobs_path):
     json.dump(results, sys.stdout)
 
 
+def time_read(path, reps):
+    """Time faiss.read_index(path): prints min and median seconds over reps."""
+    import time
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        idx = faiss.read_index(path)
+        times.append(time.perf_counter() - t)
+        del idx
+    times.sort()
+    size = os.path.getsize(path)
+    print(json.dumps({"faiss": faiss.__version__, "bytes": size, "reps": reps,
+                      "min_s": times[0], "median_s": times[len(times) // 2],
+                      "GBps_min": size / times[0] / 1e9}))
+
+
 def main(argv):
+    if argv[:1] == ["time-read"] and len(argv) in (2, 3):
+        time_read(argv[1], int(argv[2]) if len(argv) == 3 else 5)
+        return 0
     if argv[:1] == ["check"]:
         print("faiss %s numpy %s" % (faiss.__version__, np.__version__))
         return 0

@@ -36,7 +36,7 @@ pub fn read_index(path: impl AsRef<Path>) -> Result<Index> {
         return Err(Error::bad_input(path, "not a regular file"));
     }
     let len = meta.len();
-    let mut rd = Rd::new(BufReader::with_capacity(1 << 16, file), len, path);
+    let mut rd = Rd::new(BufReader::with_capacity(8 << 10, file), len, path);
     let index = parse_top(&mut rd)?;
     // A file that grew while being read.
     let mut probe = [0u8; 1];
@@ -746,7 +746,9 @@ fn parse_ivf_flat<R: Read>(rd: &mut Rd<R>) -> Result<IvfFlat> {
     };
     // Everything the table promises must fit in what is left.
     let per = code_size as u128 + 8;
-    let need: u128 = sizes.iter().map(|&n| n as u128 * per).sum();
+    let need: u128 = sizes
+        .iter()
+        .fold(0u128, |acc, &n| acc.saturating_add(n as u128 * per));
     if need > rd.remaining() as u128 {
         return Err(rd.fail(
             toff,
