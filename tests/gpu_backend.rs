@@ -172,6 +172,29 @@ fn assign_matches_reference_on_awkward_shapes() {
     }
 }
 
+/// Views that are not one contiguous block: column slices (contiguous rows)
+/// and transposes (strided rows) go up row by row.
+#[test]
+fn non_contiguous_inputs() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (n, k, d) = (90, 20, 7);
+    let wide = random(&mut rng, n, d + 3);
+    let x_cols = wide.slice(ndarray::s![.., 1..d + 1]);
+    let tall = random(&mut rng, d, n);
+    let x_t = tall.t();
+    let c_t = random(&mut rng, d, k);
+    let c = c_t.t();
+    for x in [x_cols, x_t] {
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let got = g.assign(x, c, metric).unwrap();
+            check_assign(x, c, metric, &got, &format!("strided {metric}"));
+        }
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+        check_sums(&g, x, &labels, 5, "strided sums");
+    }
+}
+
 /// Every assign kernel the device has; on a CPU adapter (lavapipe) that must
 /// include the subgroup one, which is what runs there by default.
 fn variants(g: &GpuBackend) -> Vec<AssignVariant> {

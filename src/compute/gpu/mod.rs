@@ -71,7 +71,7 @@ impl GpuBackend {
         self
     }
 
-    /// The wgpu adapter's details (backend, device type, limits' owner).
+    /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
     pub fn adapter_info(&self) -> wgpu::AdapterInfo {
         self.gpu.info.clone()
     }
