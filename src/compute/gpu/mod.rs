@@ -1,36 +1,110 @@
-//! wgpu backend. Kernels live in `shaders/`.
+//! wgpu backend. Kernels live in `shaders/`, one host module per shader.
+
+mod assign;
+mod context;
+mod sums;
 
 use ndarray::{Array2, ArrayView2};
 
+pub use assign::AssignVariant;
+use context::Gpu;
+
 use super::{Assignment, Backend, BackendInfo};
-use crate::{Error, Metric, Result};
+use crate::{Metric, Result};
 
 pub struct GpuBackend {
-    _private: (),
+    gpu: Gpu,
+    assign: assign::AssignKernel,
+    sums: sums::SumsKernel,
+    variant: AssignVariant,
+    max_binding: u64,
 }
 
 impl GpuBackend {
     /// Open a wgpu device. With `allow_software` false, software adapters
     /// (lavapipe, WARP) are refused so that `--device auto` falls back to the
     /// faster CPU backend.
-    pub fn new(_allow_software: bool) -> Result<Self> {
-        Err(Error::Gpu("GPU backend not built yet".into()))
+    pub fn new(allow_software: bool) -> Result<Self> {
+        let gpu = Gpu::new(allow_software)?;
+        let assign = assign::AssignKernel::new(&gpu)?;
+        let sums = sums::SumsKernel::new(&gpu)?;
+        // CPU adapters run invocations as SIMD lanes where every load is a
+        // gather: register blocking with subgroup broadcasts pays there,
+        // workgroup-memory tiles do not.
+        let variant = if gpu.info.device_type == wgpu::DeviceType::Cpu
+            && assign.variants().contains(&AssignVariant::Subgroup)
+        {
+            AssignVariant::Subgroup
+        } else {
+            AssignVariant::Tiled
+        };
+        let max_binding = gpu.max_binding();
+        Ok(GpuBackend {
+            gpu,
+            assign,
+            sums,
+            variant,
+            max_binding,
+        })
+    }
+
+    /// Cap every storage binding at `bytes` (never above the adapter's limit),
+    /// so that tests can exercise the chunking paths with small inputs.
+    pub fn with_max_binding(mut self, bytes: u64) -> Self {
+        self.max_binding = bytes.min(self.gpu.max_binding());
+        self
+    }
+
+    /// The assign kernels this device can run.
+    pub fn assign_variants(&self) -> Vec<AssignVariant> {
+        self.assign.variants()
+    }
+
+    /// The assign kernel in use.
+    pub fn assign_variant(&self) -> AssignVariant {
+        self.variant
+    }
+
+    /// Force one assign kernel (tests run every one the device has).
+    pub fn with_assign_variant(mut self, variant: AssignVariant) -> Self {
+        self.variant = variant;
+        self
+    }
+
+    /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
+    pub fn adapter_info(&self) -> wgpu::AdapterInfo {
+        self.gpu.info.clone()
     }
 }
 
 impl Backend for GpuBackend {
     fn info(&self) -> BackendInfo {
-        unimplemented!()
+        BackendInfo {
+            kind: "gpu".into(),
+            name: self.gpu.info.name.clone(),
+            device_type: format!("{:?}", self.gpu.info.device_type),
+            api: format!("{:?}", self.gpu.info.backend),
+        }
     }
-    fn assign(&self, _x: ArrayView2<f32>, _c: ArrayView2<f32>, _m: Metric) -> Result<Assignment> {
-        unimplemented!()
+
+    fn assign(&self, x: ArrayView2<f32>, c: ArrayView2<f32>, m: Metric) -> Result<Assignment> {
+        assign::assign(
+            &self.gpu,
+            &self.assign,
+            self.variant,
+            self.max_binding,
+            x,
+            c,
+            m,
+        )
     }
+
     fn centroid_sums(
         &self,
-        _x: ArrayView2<f32>,
-        _l: &[u32],
-        _k: usize,
+        x: ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
     ) -> Result<(Array2<f32>, Vec<u64>)> {
-        unimplemented!()
+        sums::centroid_sums(&self.gpu, &self.sums, self.max_binding, x, labels, k)
     }
 }

@@ -1,0 +1,386 @@
+//! Host side of `shaders/assign.wgsl`: chunking, dispatch splitting, read-back.
+
+use ndarray::ArrayView2;
+
+use super::context::{Gpu, bind, entry, pipelined_chunks, round_up, storage, upload_rows};
+use crate::compute::Assignment;
+use crate::{Error, Metric, Result};
+
+/// Mesa's lavapipe silently stops a loop nest after this many iterations.
+const LOOP_LIMIT: usize = 65_535;
+
+/// Most loop iterations one invocation may run per dispatch: far below
+/// `LOOP_LIMIT`, leaving room for the compiler's own restructuring.
+const LOOP_BUDGET: usize = 16_384;
+
+/// Row chunks stay around this size even where bindings allow more, so that
+/// copying one chunk in overlaps computing the one before.
+const CHUNK_BYTES: u64 = 32 << 20;
+
+/// Which assign kernel runs. Both give the same results; `Subgroup` is the
+/// fast one on CPU adapters (lavapipe), `Tiled` (workgroup-memory tiles) the
+/// one written for real GPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignVariant {
+    Subgroup,
+    Tiled,
+}
+
+impl AssignVariant {
+    fn entry_point(self) -> &'static str {
+        match self {
+            AssignVariant::Subgroup => "assign_subgroup",
+            AssignVariant::Tiled => "assign_tiled",
+        }
+    }
+    /// Rows one workgroup covers; chunks are padded to a multiple.
+    fn rows_per_workgroup(self) -> usize {
+        match self {
+            AssignVariant::Subgroup => 64 * 4,
+            AssignVariant::Tiled => 64,
+        }
+    }
+    /// Centroids per inner block; the centroid range is padded to a multiple.
+    fn centroid_block(self) -> usize {
+        match self {
+            AssignVariant::Subgroup => 16,
+            AssignVariant::Tiled => 64,
+        }
+    }
+    /// Rows are padded to a multiple of this many vec4s.
+    fn vec4_align(self) -> usize {
+        match self {
+            AssignVariant::Subgroup => 1,
+            AssignVariant::Tiled => 4,
+        }
+    }
+    /// Loop iterations per invocation for one centroid block.
+    fn iterations_per_block(self, dp4: usize) -> usize {
+        match self {
+            AssignVariant::Subgroup => dp4 + 1,
+            // Four k-steps inside each 16-float slice, counted as a loop.
+            AssignVariant::Tiled => dp4 / 4 * 5 + 1,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    dp4: u32,
+    c_begin: u32,
+    c_end: u32,
+    c_base: u32,
+    alpha: f32,
+    first: u32,
+    init: f32,
+    _pad: u32,
+}
+
+pub(crate) struct AssignKernel {
+    layout: wgpu::BindGroupLayout,
+    pipelines: Vec<(AssignVariant, wgpu::ComputePipeline)>,
+}
+
+impl AssignKernel {
+    /// Compiles the tiled kernel, and the subgroup one where the device has
+    /// subgroups of at least 8 invocations.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let subgroups = gpu.device.features().contains(wgpu::Features::SUBGROUP)
+            && gpu.info.subgroup_min_size >= 8;
+        gpu.checked("compiling assign.wgsl", || {
+            let mut source = include_str!("../../../shaders/assign.wgsl").to_string();
+            let mut variants = vec![AssignVariant::Tiled];
+            if subgroups {
+                source.push_str(include_str!("../../../shaders/assign_subgroup.wgsl"));
+                variants.push(AssignVariant::Subgroup);
+            }
+            let module = gpu
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("assign.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            let layout = gpu
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("assign"),
+                    entries: &[
+                        entry(0, wgpu::BufferBindingType::Uniform, true),
+                        entry(1, storage(true), false),
+                        entry(2, storage(true), false),
+                        entry(3, storage(true), false),
+                        entry(4, storage(false), false),
+                    ],
+                });
+            let pl = gpu
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("assign"),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+            let pipelines = variants
+                .into_iter()
+                .map(|v| (v, gpu.pipeline(&module, &pl, v.entry_point())))
+                .collect();
+            AssignKernel { layout, pipelines }
+        })
+    }
+
+    pub fn variants(&self) -> Vec<AssignVariant> {
+        self.pipelines.iter().map(|(v, _)| *v).collect()
+    }
+
+    fn pipeline(&self, v: AssignVariant) -> Result<&wgpu::ComputePipeline> {
+        self.pipelines
+            .iter()
+            .find(|(w, _)| *w == v)
+            .map(|(_, p)| p)
+            .ok_or_else(|| Error::Unsupported(format!("{v:?} assign kernel on this device")))
+    }
+}
+
+/// Centroids of one binding-sized chunk, padded, with their key bias.
+struct CentroidChunk {
+    cen: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    /// Global index of the first centroid.
+    base: usize,
+    /// Centroids in the chunk, padded to whole blocks.
+    padded: usize,
+}
+
+pub(crate) fn assign(
+    gpu: &Gpu,
+    kernel: &AssignKernel,
+    variant: AssignVariant,
+    max_binding: u64,
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+    metric: Metric,
+) -> Result<Assignment> {
+    let (n, d, k) = (x.nrows(), x.ncols(), c.nrows());
+    if c.ncols() != d {
+        return Err(Error::Invalid(format!(
+            "assign: rows have {d} dimensions, centroids {}",
+            c.ncols()
+        )));
+    }
+    if k == 0 {
+        return Err(Error::Invalid("assign: no centroids".into()));
+    }
+    if n == 0 {
+        return Ok(Assignment::default());
+    }
+    let pipeline = kernel.pipeline(variant)?;
+    let dp4 = round_up(d.div_ceil(4).max(1), variant.vec4_align());
+    let row_bytes = dp4 as u64 * 16;
+    let per_block = variant.iterations_per_block(dp4);
+    if per_block > LOOP_LIMIT / 2 {
+        return Err(Error::Unsupported(format!(
+            "GPU assign: {d} dimensions is more than one kernel loop can cover"
+        )));
+    }
+    let wg_rows = variant.rows_per_workgroup();
+    let cblock = variant.centroid_block();
+
+    // Chunk sizes: every binding within the adapter's limit, and the row grid
+    // within the dispatch limit.
+    let fit = |unit: usize| (max_binding / row_bytes) as usize / unit * unit;
+    let chunk_rows = fit(wg_rows)
+        .min(gpu.limits.max_compute_workgroups_per_dimension as usize * wg_rows)
+        .min(round_up((CHUNK_BYTES / row_bytes) as usize, wg_rows))
+        .min(round_up(n, wg_rows));
+    let chunk_cents = fit(cblock).min(round_up(k, cblock));
+    if chunk_rows == 0 || chunk_cents == 0 {
+        return Err(Error::Gpu(format!(
+            "{d}-dimensional rows do not fit the adapter's {max_binding}-byte storage binding"
+        )));
+    }
+
+    gpu.checked("GPU assign", || -> Result<Assignment> {
+        let chunks = upload_centroids(gpu, c, metric, chunk_cents, cblock, dp4)?;
+
+        // One Params entry per dispatch, at the uniform offset alignment.
+        let stride = round_up(
+            std::mem::size_of::<Params>(),
+            gpu.limits.min_uniform_buffer_offset_alignment as usize,
+        );
+        let blocks_per_dispatch = (LOOP_BUDGET / per_block).max(1);
+        let alpha = match metric {
+            Metric::L2 => -2.0,
+            Metric::InnerProduct => -1.0,
+        };
+        let mut params = Vec::new();
+        let mut dispatches = Vec::new(); // (chunk, params offset)
+        for (ci, ch) in chunks.iter().enumerate() {
+            let blocks = ch.padded / cblock;
+            let mut b = 0;
+            while b < blocks {
+                let e = (b + blocks_per_dispatch).min(blocks);
+                let p = Params {
+                    dp4: dp4 as u32,
+                    c_begin: (b * cblock) as u32,
+                    c_end: (e * cblock) as u32,
+                    c_base: ch.base as u32,
+                    alpha,
+                    first: dispatches.is_empty() as u32,
+                    init: f32::INFINITY,
+                    _pad: 0,
+                };
+                dispatches.push((ci, params.len() as u32));
+                params.extend_from_slice(bytemuck::bytes_of(&p));
+                params.resize(params.len() + stride - std::mem::size_of::<Params>(), 0);
+                b = e;
+            }
+        }
+        let params_buf = gpu.upload("assign params", &params, wgpu::BufferUsages::UNIFORM);
+
+        // Two slots, so one chunk uploads while the previous one computes.
+        let slots = if n > chunk_rows { 2 } else { 1 };
+        let best_bytes = chunk_rows as u64 * 8;
+        let xs: Vec<_> = (0..slots)
+            .map(|_| {
+                gpu.buffer(
+                    "assign rows",
+                    chunk_rows as u64 * row_bytes,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                )
+            })
+            .collect();
+        let bests: Vec<_> = (0..slots)
+            .map(|_| {
+                gpu.buffer(
+                    "assign best",
+                    best_bytes,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                )
+            })
+            .collect();
+        let readbacks: Vec<_> = (0..slots)
+            .map(|_| {
+                gpu.buffer(
+                    "assign read-back",
+                    best_bytes,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                )
+            })
+            .collect();
+        let groups: Vec<Vec<wgpu::BindGroup>> = (0..slots)
+            .map(|s| {
+                chunks
+                    .iter()
+                    .map(|ch| {
+                        gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("assign"),
+                            layout: &kernel.layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &params_buf,
+                                        offset: 0,
+                                        size: wgpu::BufferSize::new(
+                                            std::mem::size_of::<Params>() as u64
+                                        ),
+                                    }),
+                                },
+                                bind(1, &xs[s]),
+                                bind(2, &ch.cen),
+                                bind(3, &ch.bias),
+                                bind(4, &bests[s]),
+                            ],
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+
+        let mut out = Assignment {
+            labels: vec![0; n],
+            distances: vec![0.0; n],
+        };
+        pipelined_chunks(
+            n,
+            chunk_rows,
+            slots,
+            |slot, rows| {
+                let padded = round_up(rows.len(), wg_rows);
+                upload_rows(gpu, &xs[slot], x.slice(ndarray::s![rows, ..]), padded, dp4)?;
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(pipeline);
+                    for &(chunk, offset) in &dispatches {
+                        pass.set_bind_group(0, &groups[slot][chunk], &[offset]);
+                        pass.dispatch_workgroups((padded / wg_rows) as u32, 1, 1);
+                    }
+                }
+                enc.copy_buffer_to_buffer(&bests[slot], 0, &readbacks[slot], 0, padded as u64 * 8);
+                Ok((gpu.queue.submit([enc.finish()]), ()))
+            },
+            |slot, rows, submission, ()| {
+                let len = (rows.len() * 8) as u64;
+                gpu.read(submission, &readbacks[slot], len, |bytes| {
+                    let best: &[[u32; 2]] = bytemuck::cast_slice(bytes);
+                    for (i, b) in rows.zip(best) {
+                        let key = f32::from_bits(b[0]);
+                        out.labels[i] = b[1];
+                        out.distances[i] = match metric {
+                            Metric::L2 => {
+                                let r = x.row(i);
+                                (r.dot(&r) + key).max(0.0)
+                            }
+                            Metric::InnerProduct => -key,
+                        };
+                    }
+                })
+            },
+        )?;
+        Ok(out)
+    })?
+}
+
+/// Centroids split into chunks of at most `per_chunk` (a whole number of
+/// blocks), each padded with zero rows whose bias is +inf.
+fn upload_centroids(
+    gpu: &Gpu,
+    c: ArrayView2<f32>,
+    metric: Metric,
+    per_chunk: usize,
+    block: usize,
+    dp4: usize,
+) -> Result<Vec<CentroidChunk>> {
+    let k = c.nrows();
+    let mut chunks = Vec::new();
+    for base in (0..k).step_by(per_chunk) {
+        let rows = c.slice(ndarray::s![base..(base + per_chunk).min(k), ..]);
+        let padded = round_up(rows.nrows(), block);
+        let cen = gpu.buffer(
+            "centroids",
+            (padded * dp4 * 16) as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        upload_rows(gpu, &cen, rows, padded, dp4)?;
+        let mut bias = vec![f32::INFINITY; padded];
+        for (b, r) in bias.iter_mut().zip(rows.rows()) {
+            *b = match metric {
+                Metric::L2 => r.dot(&r),
+                Metric::InnerProduct => 0.0,
+            };
+        }
+        let bias = gpu.upload(
+            "centroid bias",
+            bytemuck::cast_slice(&bias),
+            wgpu::BufferUsages::STORAGE,
+        );
+        chunks.push(CentroidChunk {
+            cen,
+            bias,
+            base,
+            padded,
+        });
+    }
+    Ok(chunks)
+}
