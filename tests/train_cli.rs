@@ -284,3 +284,52 @@ fn write_f16_npy(path: &Path, x: &Array2<half::f16>) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The GPU backend (lavapipe in CI) builds a valid index of the same
+/// quality: faiss's checks pass (each row in its nearest list, ids, vectors)
+/// and the objective equals the CPU backend's within 0.5%. (The lists
+/// themselves may differ: one float-rounding tie in an early iteration sends
+/// k-means down a slightly different path.)
+#[test]
+fn gpu_backend_builds_an_equivalent_index() {
+    if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let x = mixture(2000, 256, 51, 13);
+    let a = make_experiment(&dir.path().join("cpu"), "v", &x, 150);
+    let b = make_experiment(&dir.path().join("gpu"), "v", &x, 150);
+    let cpu = train_json(&[a.to_str().unwrap()]);
+    let o = run(&[
+        "train",
+        b.to_str().unwrap(),
+        "--device",
+        "gpu",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "--device gpu failed: {}", stderr(&o));
+    let gpu: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(gpu["backend"]["kind"], "gpu", "{gpu}");
+    let (oc, og) = (
+        cpu["objective_per_row"].as_f64().unwrap(),
+        gpu["objective_per_row"].as_f64().unwrap(),
+    );
+    assert!((oc - og).abs() <= 5e-3 * oc, "objective cpu {oc} gpu {og}");
+    let out = python(
+        CHECK_ADDED,
+        &[
+            b.join("added_IVF51_Flat_nprobe_1_v_v1.index")
+                .to_str()
+                .unwrap(),
+            b.join("trained_IVF51_Flat_nprobe_1_v_v1.index")
+                .to_str()
+                .unwrap(),
+            b.join("total_fea.npy").to_str().unwrap(),
+            faiss_dump().to_str().unwrap(),
+        ],
+    );
+    if let Some(out) = out {
+        assert!(out.starts_with("OK 51"), "{out}");
+    }
+}
