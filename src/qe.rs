@@ -133,6 +133,25 @@ pub struct QeSeconds {
     pub total: f64,
 }
 
+/// Expand the rows of `q` against the (normalised) rows of `db`.
+pub fn expand_against(
+    backend: &dyn Backend,
+    mut q: Array2<f32>,
+    db: ArrayView2<f32>,
+    p: &QeParams,
+    progress: &Progress,
+) -> Result<Array2<f32>> {
+    normalize_rows(&mut q);
+    expand_normalized(
+        backend,
+        q.view(),
+        db,
+        p,
+        progress,
+        &mut QeSeconds::default(),
+    )
+}
+
 /// Expand every row of `x` against the rows of `x` itself. `x` is
 /// normalised in place, so the peak is two matrices (input and output).
 pub fn expand(
@@ -146,25 +165,36 @@ pub fn expand(
     let t = Instant::now();
     normalize_rows(&mut xn);
     secs.normalize = t.elapsed().as_secs_f64();
-    let n = xn.nrows();
-    let mut out = Array2::<f32>::zeros(xn.dim());
+    let out = expand_normalized(backend, xn.view(), xn.view(), p, progress, &mut secs)?;
+    secs.total = t_all.elapsed().as_secs_f64();
+    Ok((out, secs))
+}
+
+/// Batches of `p.batch_size` query rows: k-NN in `db`, then the weighted sum.
+fn expand_normalized(
+    backend: &dyn Backend,
+    q: ArrayView2<f32>,
+    db: ArrayView2<f32>,
+    p: &QeParams,
+    progress: &Progress,
+    secs: &mut QeSeconds,
+) -> Result<Array2<f32>> {
+    let n = q.nrows();
+    let mut out = Array2::<f32>::zeros(q.dim());
     let bar = progress.bar(n as u64, "expand");
     let batch = p.batch_size.max(1);
-    let mut lo = 0;
-    while lo < n {
+    for lo in (0..n).step_by(batch) {
         let hi = (lo + batch).min(n);
-        let q = xn.slice(s![lo..hi, ..]);
+        let qb = q.slice(s![lo..hi, ..]);
         let t = Instant::now();
-        let nb = backend.knn(q, xn.view(), p.num_expand, Metric::InnerProduct)?;
+        let nb = backend.knn(qb, db, p.num_expand, Metric::InnerProduct)?;
         secs.knn += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let y = backend.expand(q, xn.view(), nb.ids.view(), p.alpha)?;
+        let y = backend.expand(qb, db, nb.ids.view(), p.alpha)?;
         secs.weighted_sum += t.elapsed().as_secs_f64();
         out.slice_mut(s![lo..hi, ..]).assign(&y);
         bar.inc((hi - lo) as u64);
-        lo = hi;
     }
     bar.finish_and_clear();
-    secs.total = t_all.elapsed().as_secs_f64();
-    Ok((out, secs))
+    Ok(out)
 }

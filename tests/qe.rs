@@ -156,3 +156,74 @@ fn expand_rejects_bad_settings_and_input() {
     );
     assert!(!out.exists());
 }
+
+const NUMPY_SEARCH_QE: &str = r#"
+import sys, numpy as np, faiss
+ix = faiss.read_index(sys.argv[1]); q = np.load(sys.argv[2]); alpha = 2.0; k = 5
+db = ix.reconstruct_n(0, ix.ntotal)
+db = (db / np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+qn = (q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+flat = faiss.IndexFlatIP(db.shape[1]); flat.add(db)
+D, I = flat.search(qn, k)
+y = np.einsum("nm,nmd->nd", np.power(np.maximum(D, 0), alpha), db[I])
+y = (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+_, R = ix.search(y, 8)
+print((R == np.load(sys.argv[3])).mean())
+"#;
+
+/// `search --query-expansion` expands the queries against the index's own
+/// vectors before searching, as the NumPy formula does.
+#[test]
+fn search_with_query_expansion_matches_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    // Smooth data: QE of tight clusters makes their rows near-identical (ties).
+    let all = latent(950, 256, 8, 31);
+    let x = all.slice(ndarray::s![..900, ..]).to_owned();
+    let exp = make_experiment(dir.path(), "v", &x, 100);
+    let o = run(&[
+        "train",
+        exp.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-q",
+        "--query-expansion",
+        "alpha=2,k=5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = dir.path().join("q.npy");
+    write_npy(&q, &all.slice(ndarray::s![900.., ..]).to_owned()).unwrap();
+    let index = exp.join("added_IVF23_Flat_nprobe_1_v_v1.index");
+    let out = dir.path().join("r");
+    let o = run(&[
+        "search",
+        index.to_str().unwrap(),
+        q.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--query-expansion",
+        "alpha=2,k=5",
+        "--nprobe",
+        "4",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids = dir.path().join("r_ids.npy");
+    // faiss searches with the nprobe stored in the file; ask it for 4 too.
+    let script = NUMPY_SEARCH_QE.replace(
+        "_, R = ix.search",
+        "faiss.extract_index_ivf(ix).nprobe = 4\n_, R = ix.search",
+    );
+    if let Some(r) = python(
+        &script,
+        &[
+            index.to_str().unwrap(),
+            q.to_str().unwrap(),
+            ids.to_str().unwrap(),
+        ],
+    ) {
+        let agree: f64 = r.trim().parse().unwrap();
+        assert!(agree >= 0.99, "ids agree on {agree}");
+    }
+}

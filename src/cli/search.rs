@@ -28,6 +28,12 @@ pub struct SearchArgs {
     /// Normalise the queries to unit length first (for indexes built with --metric cosine).
     #[arg(long)]
     pub normalize_queries: bool,
+    /// Expand every query first, as `train --query-expansion` expanded the
+    /// indexed rows: the normalised, similarity^alpha-weighted sum of its k
+    /// nearest stored vectors (exact inner-product search over the index's
+    /// own vectors). Optional value `alpha=3,k=16`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
+    pub query_expansion: Option<qe::QeParams>,
     /// Output prefix: <prefix>_distances.npy and <prefix>_ids.npy.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -89,6 +95,23 @@ pub fn run(a: &SearchArgs) -> Result<()> {
     let load_seconds = t.elapsed().as_secs_f64();
     let backend = a.common.backend(&progress)?;
     let t = std::time::Instant::now();
+    if let Some(p) = &a.query_expansion {
+        if q.ncols() != index.d() {
+            return Err(Error::bad_input(
+                &a.queries,
+                format!(
+                    "queries have {} columns, the index {}",
+                    q.ncols(),
+                    index.d()
+                ),
+            ));
+        }
+        let mut db =
+            ndarray::Array2::from_shape_vec((index.ntotal(), index.d()), index.reconstruct_all())
+                .map_err(|e| Error::bad_input(&a.index, e.to_string()))?;
+        qe::normalize_rows(&mut db);
+        q = qe::expand_against(backend.as_ref(), q, db.view(), p, &progress)?;
+    }
     let nn =
         search_index(backend.as_ref(), &index, q.view(), a.k, a.nprobe).map_err(|e| match e {
             Error::Invalid(m) => Error::bad_input(&a.queries, m),
