@@ -2,6 +2,7 @@
 
 mod assign;
 mod context;
+mod expand;
 mod sums;
 
 use ndarray::{Array2, ArrayView2};
@@ -16,6 +17,7 @@ pub struct GpuBackend {
     gpu: Gpu,
     assign: assign::AssignKernel,
     sums: sums::SumsKernel,
+    expand: expand::ExpandKernel,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -28,6 +30,7 @@ impl GpuBackend {
         let gpu = Gpu::new(allow_software)?;
         let assign = assign::AssignKernel::new(&gpu)?;
         let sums = sums::SumsKernel::new(&gpu)?;
+        let expand = expand::ExpandKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
         // workgroup-memory tiles do not.
@@ -43,6 +46,7 @@ impl GpuBackend {
             gpu,
             assign,
             sums,
+            expand,
             variant,
             max_binding,
         })
@@ -97,6 +101,19 @@ impl Backend for GpuBackend {
             c,
             m,
         )
+    }
+
+    fn expand(
+        &self,
+        q: ArrayView2<f32>,
+        db: ArrayView2<f32>,
+        ids: ArrayView2<i64>,
+        alpha: f32,
+    ) -> Result<Array2<f32>> {
+        if ids.ncols() > expand::MAX_M {
+            return Ok(crate::qe::weighted_sum(q, db, ids, alpha));
+        }
+        expand::expand(&self.gpu, &self.expand, self.max_binding, q, db, ids, alpha)
     }
 
     fn centroid_sums(
