@@ -47,6 +47,17 @@ pub fn coarse(
         .ids)
 }
 
+/// `f(i, query_i)` for every query in parallel.
+fn per_query(queries: ArrayView2<f32>, f: impl Fn(usize, &[f32]) -> TopK + Sync) -> Vec<TopK> {
+    let d = queries.ncols();
+    let queries = queries.as_standard_layout();
+    let all = queries.as_slice().expect("standard layout");
+    (0..queries.nrows())
+        .into_par_iter()
+        .map(|i| f(i, &all[i * d..(i + 1) * d]))
+        .collect()
+}
+
 /// Search IVF-Flat lists.
 pub fn search_flat(
     backend: &dyn Backend,
@@ -59,21 +70,16 @@ pub fn search_flat(
 ) -> Result<Neighbours> {
     let d = queries.ncols();
     let probes = coarse(backend, centroids, queries, nprobe, metric)?;
-    let queries = queries.as_standard_layout();
-    let tops: Vec<TopK> = (0..queries.nrows())
-        .into_par_iter()
-        .map(|i| {
-            let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
-            let mut top = TopK::new(k);
-            for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
-                let list = &lists[l as usize];
-                for (j, &id) in list.ids.iter().enumerate() {
-                    top.push(key(metric, q, &list.codes[j * d..(j + 1) * d]), id);
-                }
+    let tops = per_query(queries, |i, q| {
+        let mut top = TopK::new(k);
+        for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
+            let list = &lists[l as usize];
+            for (j, &id) in list.ids.iter().enumerate() {
+                top.push(key(metric, q, &list.codes[j * d..(j + 1) * d]), id);
             }
-            top
-        })
-        .collect();
+        }
+        top
+    });
     Ok(collect(&tops, k, metric))
 }
 
@@ -148,48 +154,42 @@ pub fn search_pq(
     k: usize,
     nprobe: usize,
 ) -> Result<Neighbours> {
-    let d = queries.ncols();
     let probes = coarse(backend, centroids, queries, nprobe, metric)?;
-    let queries = queries.as_standard_layout();
-    let tops: Vec<TopK> = (0..queries.nrows())
-        .into_par_iter()
-        .map(|i| {
-            let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
-            // faiss quantises the table of distances (L2) or of inner products (IP).
-            let mut t = lut(pq, q, metric);
-            if metric == Metric::InnerProduct {
-                t.iter_mut().for_each(|v| *v = -*v);
-            }
-            let ql = quantize_lut(&t, pq.m);
-            let mut top = TopK::new(k);
-            for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
-                let list = &lists[l as usize];
-                scan_blocks(
-                    &ql.table,
-                    pq.m,
-                    bbs,
-                    list.codes,
-                    list.ids.len(),
-                    |e, acc| {
-                        // Larger inner products are better: rank by -acc.
-                        let key = if metric == Metric::L2 {
-                            acc as f32
-                        } else {
-                            -(acc as f32)
-                        };
-                        top.push_by_id(key, list.ids[e], metric == Metric::InnerProduct);
-                    },
-                );
-            }
-            let inv_a = if ql.a > 0.0 { 1.0 / ql.a } else { 0.0 };
-            top.keys.iter_mut().for_each(|key| {
-                let dist = ql.b + key.abs() * inv_a;
-                // `collect` turns keys back into scores (negating for IP).
-                *key = if metric == Metric::L2 { dist } else { -dist };
-            });
-            top
-        })
-        .collect();
+    let tops = per_query(queries, |i, q| {
+        // faiss quantises the table of distances (L2) or of inner products (IP).
+        let mut t = lut(pq, q, metric);
+        if metric == Metric::InnerProduct {
+            t.iter_mut().for_each(|v| *v = -*v);
+        }
+        let ql = quantize_lut(&t, pq.m);
+        let mut top = TopK::new(k);
+        for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
+            let list = &lists[l as usize];
+            scan_blocks(
+                &ql.table,
+                pq.m,
+                bbs,
+                list.codes,
+                list.ids.len(),
+                |e, acc| {
+                    // Larger inner products are better: rank by -acc.
+                    let key = if metric == Metric::L2 {
+                        acc as f32
+                    } else {
+                        -(acc as f32)
+                    };
+                    top.push_by_id(key, list.ids[e], metric == Metric::InnerProduct);
+                },
+            );
+        }
+        let inv_a = if ql.a > 0.0 { 1.0 / ql.a } else { 0.0 };
+        top.keys.iter_mut().for_each(|key| {
+            let dist = ql.b + key.abs() * inv_a;
+            // `collect` turns keys back into scores (negating for IP).
+            *key = if metric == Metric::L2 { dist } else { -dist };
+        });
+        top
+    });
     Ok(collect(&tops, k, metric))
 }
 
@@ -315,19 +315,13 @@ pub fn search_index(
             // faiss: k_base = idx_t(k * k_factor).
             let kb = ((k as f32 * r.k_factor) as usize).max(k);
             let cand = search_index(backend, &r.base, queries, kb, nprobe)?;
-            let d = queries.ncols();
-            let queries = queries.as_standard_layout();
-            let tops: Vec<TopK> = (0..queries.nrows())
-                .into_par_iter()
-                .map(|i| {
-                    let q = &queries.as_slice().unwrap()[i * d..(i + 1) * d];
-                    let mut top = TopK::new(k);
-                    for &id in cand.ids.row(i).iter().filter(|&&id| id >= 0) {
-                        top.push(key(metric, q, r.refine.vector(id as usize)), id);
-                    }
-                    top
-                })
-                .collect();
+            let tops = per_query(queries, |i, q| {
+                let mut top = TopK::new(k);
+                for &id in cand.ids.row(i).iter().filter(|&&id| id >= 0) {
+                    top.push(key(metric, q, r.refine.vector(id as usize)), id);
+                }
+                top
+            });
             Ok(collect(&tops, k, metric))
         }
     }

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayView2;
 
-use super::context::{Gpu, bind, entry, pipelined_chunks, round_up, storage, upload_rows};
+use super::context::{Gpu, bind, pipelined_chunks, round_up, upload_rows};
 use crate::compute::Assignment;
 use crate::{Error, Metric, Result};
 
@@ -95,35 +95,15 @@ impl AssignKernel {
                 source.push_str(include_str!("../../../shaders/assign_subgroup.wgsl"));
                 variants.push(AssignVariant::Subgroup);
             }
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("assign.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("assign"),
-                    entries: &[
-                        entry(0, wgpu::BufferBindingType::Uniform, true),
-                        entry(1, storage(true), false),
-                        entry(2, storage(true), false),
-                        entry(3, storage(true), false),
-                        entry(4, storage(false), false),
-                    ],
-                });
-            let pl = gpu
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("assign"),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-            let pipelines = variants
-                .into_iter()
-                .map(|v| (v, gpu.pipeline(&module, &pl, v.entry_point())))
-                .collect();
+            let names: Vec<&str> = variants.iter().map(|v| v.entry_point()).collect();
+            let (layout, compiled) = gpu.kernel(
+                "assign.wgsl",
+                source,
+                true,
+                &[true, true, true, false],
+                &names,
+            );
+            let pipelines = variants.into_iter().zip(compiled).collect();
             AssignKernel { layout, pipelines }
         })
     }

@@ -202,6 +202,50 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Compile `source` with the layout every kernel here uses: binding 0 a
+    /// uniform (with a dynamic offset if `dynamic_uniform`), then one storage
+    /// buffer per entry of `read_only`; one pipeline per entry point.
+    pub fn kernel(
+        &self,
+        label: &str,
+        source: String,
+        dynamic_uniform: bool,
+        read_only: &[bool],
+        entry_points: &[&str],
+    ) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform, dynamic_uniform)];
+        entries.extend(
+            read_only
+                .iter()
+                .enumerate()
+                .map(|(i, &ro)| entry(i as u32 + 1, storage(ro), false)),
+        );
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipelines = entry_points
+            .iter()
+            .map(|e| self.pipeline(&module, &pl, e))
+            .collect();
+        (layout, pipelines)
+    }
+
     pub fn pipeline(
         &self,
         module: &wgpu::ShaderModule,
@@ -221,11 +265,7 @@ impl Gpu {
 }
 
 /// One bind-group-layout entry visible to compute shaders.
-pub(crate) fn entry(
-    binding: u32,
-    ty: wgpu::BufferBindingType,
-    dynamic: bool,
-) -> wgpu::BindGroupLayoutEntry {
+fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -246,7 +286,7 @@ pub(crate) fn bind(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<
     }
 }
 
-pub(crate) fn storage(read_only: bool) -> wgpu::BufferBindingType {
+fn storage(read_only: bool) -> wgpu::BufferBindingType {
     wgpu::BufferBindingType::Storage { read_only }
 }
 

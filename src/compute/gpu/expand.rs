@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use ndarray::{Array2, ArrayView2};
 
-use super::context::{Gpu, bind, entry, storage, upload_rows};
+use super::context::{Gpu, bind, upload_rows};
 use crate::{Error, Result};
 
 /// Neighbours per row the kernel's workgroup arrays hold.
@@ -29,34 +29,14 @@ pub(crate) struct ExpandKernel {
 impl ExpandKernel {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         gpu.checked("compiling expand.wgsl", || {
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("expand.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(
-                        include_str!("../../../shaders/expand.wgsl").into(),
-                    ),
-                });
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("expand"),
-                    entries: &[
-                        entry(0, wgpu::BufferBindingType::Uniform, false),
-                        entry(1, storage(true), false),
-                        entry(2, storage(true), false),
-                        entry(3, storage(true), false),
-                        entry(4, storage(false), false),
-                    ],
-                });
-            let pl = gpu
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("expand"),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-            let pipeline = gpu.pipeline(&module, &pl, "expand");
+            let (layout, mut p) = gpu.kernel(
+                "expand.wgsl",
+                include_str!("../../../shaders/expand.wgsl").into(),
+                false,
+                &[true, true, true, false],
+                &["expand"],
+            );
+            let pipeline = p.remove(0);
             ExpandKernel { layout, pipeline }
         })
     }

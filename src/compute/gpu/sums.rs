@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::context::{Gpu, bind, entry, pipelined_chunks, storage, upload_rows};
+use super::context::{Gpu, bind, pipelined_chunks, upload_rows};
 use crate::{Error, Result};
 
 /// Rows one invocation adds at most (lavapipe truncates loops at 65 535).
@@ -25,34 +25,14 @@ pub(crate) struct SumsKernel {
 impl SumsKernel {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         gpu.checked("compiling centroid_sums.wgsl", || {
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("centroid_sums.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(
-                        include_str!("../../../shaders/centroid_sums.wgsl").into(),
-                    ),
-                });
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("centroid_sums"),
-                    entries: &[
-                        entry(0, wgpu::BufferBindingType::Uniform, false),
-                        entry(1, storage(true), false),
-                        entry(2, storage(true), false),
-                        entry(3, storage(true), false),
-                        entry(4, storage(false), false),
-                    ],
-                });
-            let pl = gpu
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("centroid_sums"),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-            let pipeline = gpu.pipeline(&module, &pl, "centroid_sums");
+            let (layout, mut p) = gpu.kernel(
+                "centroid_sums.wgsl",
+                include_str!("../../../shaders/centroid_sums.wgsl").into(),
+                false,
+                &[true, true, true, false],
+                &["centroid_sums"],
+            );
+            let pipeline = p.remove(0);
             SumsKernel { layout, pipeline }
         })
     }
