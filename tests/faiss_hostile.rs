@@ -554,7 +554,12 @@ fn bad_header_fields() {
     );
     let mut b = f.bytes.clone();
     put_u64(&mut b, NPROBE, 0);
-    expect_format(&b, NPROBE, "IwFl.nprobe", "nprobe = 0");
+    expect_format(
+        &b,
+        NPROBE,
+        "IwFl.nprobe",
+        "nprobe = 0; it must be in 1..2^63",
+    );
     let mut b = f.bytes.clone();
     put_u64(&mut b, NLIST, 0);
     expect_format(&b, NLIST, "IwFl.nlist", "nlist must be at least 1");

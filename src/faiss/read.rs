@@ -484,7 +484,7 @@ fn parse_ivf_common<R: Read>(rd: &mut Rd<R>) -> Result<(Ivf, Header, u64, u64)> 
         return Err(rd.fail(
             nprobe_off,
             "nprobe",
-            format!("nprobe = {nprobe}; it must be at least 1"),
+            format!("nprobe = {nprobe}; it must be in 1..2^63"),
         ));
     }
     let qoff = rd.pos;
