@@ -95,31 +95,17 @@ impl AssignKernel {
                 source.push_str(include_str!("../../../shaders/assign_subgroup.wgsl"));
                 variants.push(AssignVariant::Subgroup);
             }
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("assign.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("assign"),
-                    entries: &[
-                        entry(0, wgpu::BufferBindingType::Uniform, true),
-                        entry(1, storage(true), false),
-                        entry(2, storage(true), false),
-                        entry(3, storage(true), false),
-                        entry(4, storage(false), false),
-                    ],
-                });
-            let pl = gpu
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("assign"),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
+            let module = gpu.module("assign.wgsl", &source);
+            let (layout, pl) = gpu.layouts(
+                "assign",
+                &[
+                    entry(0, wgpu::BufferBindingType::Uniform, true),
+                    entry(1, storage(true), false),
+                    entry(2, storage(true), false),
+                    entry(3, storage(true), false),
+                    entry(4, storage(false), false),
+                ],
+            );
             let pipelines = variants
                 .into_iter()
                 .map(|v| (v, gpu.pipeline(&module, &pl, v.entry_point())))

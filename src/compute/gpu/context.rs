@@ -202,6 +202,36 @@ impl Gpu {
         Ok(out)
     }
 
+    pub fn module(&self, label: &str, wgsl: &str) -> wgpu::ShaderModule {
+        self.device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            })
+    }
+
+    /// A bind group layout of `entries`, and the pipeline layout of just it.
+    pub fn layouts(
+        &self,
+        label: &str,
+        entries: &[wgpu::BindGroupLayoutEntry],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let group = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries,
+            });
+        let pipeline = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(&group)],
+                immediate_size: 0,
+            });
+        (group, pipeline)
+    }
+
     pub fn pipeline(
         &self,
         module: &wgpu::ShaderModule,

@@ -25,33 +25,20 @@ pub(crate) struct SumsKernel {
 impl SumsKernel {
     pub fn new(gpu: &Gpu) -> Result<Self> {
         gpu.checked("compiling centroid_sums.wgsl", || {
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("centroid_sums.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(
-                        include_str!("../../../shaders/centroid_sums.wgsl").into(),
-                    ),
-                });
-            let layout = gpu
-                .device
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("centroid_sums"),
-                    entries: &[
-                        entry(0, wgpu::BufferBindingType::Uniform, false),
-                        entry(1, storage(true), false),
-                        entry(2, storage(true), false),
-                        entry(3, storage(true), false),
-                        entry(4, storage(false), false),
-                    ],
-                });
-            let pl = gpu
-                .device
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some("centroid_sums"),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
+            let module = gpu.module(
+                "centroid_sums.wgsl",
+                include_str!("../../../shaders/centroid_sums.wgsl"),
+            );
+            let (layout, pl) = gpu.layouts(
+                "centroid_sums",
+                &[
+                    entry(0, wgpu::BufferBindingType::Uniform, false),
+                    entry(1, storage(true), false),
+                    entry(2, storage(true), false),
+                    entry(3, storage(true), false),
+                    entry(4, storage(false), false),
+                ],
+            );
             let pipeline = gpu.pipeline(&module, &pl, "centroid_sums");
             SumsKernel { layout, pipeline }
         })
