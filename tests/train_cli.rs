@@ -333,3 +333,47 @@ fn gpu_backend_builds_an_equivalent_index() {
         assert!(out.starts_with("OK 51"), "{out}");
     }
 }
+
+const CHECK_PQ: &str = r#"
+import sys, numpy as np, faiss
+ix = faiss.read_index(sys.argv[1]); x = np.load(sys.argv[2]); t = faiss.read_index(sys.argv[3])
+assert ix.ntotal == x.shape[0] and t.ntotal == 0
+# RFlat serves RVC's reconstruct_n from the exact vectors.
+assert np.array_equal(ix.reconstruct_n(0, ix.ntotal), x)
+ivf = faiss.extract_index_ivf(ix)
+assert ivf.nprobe == 1 and ivf.nlist == int(sys.argv[4])
+D, I = ix.search(x[:50], 8)
+print("OK", (I[:, 0] == np.arange(50)).mean())
+"#;
+
+/// `train --factory` builds RVC's commented-out alternative, named after it.
+#[test]
+fn train_with_a_pq_refine_factory() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = latent(2000, 256, 8, 17);
+    let exp = make_experiment(dir.path(), "pq", &x, 250);
+    let j = train_json(&[
+        exp.to_str().unwrap(),
+        "--factory",
+        "IVF{auto},PQ128x4fs,RFlat",
+    ]);
+    assert_eq!(j["nlist"], 51);
+    let added = exp.join("added_IVF51_PQ128x4fs_RFlat_nprobe_1_pq_v1.index");
+    let trained = exp.join("trained_IVF51_PQ128x4fs_RFlat_nprobe_1_pq_v1.index");
+    let out = python(
+        CHECK_PQ,
+        &[
+            added.to_str().unwrap(),
+            exp.join("total_fea.npy").to_str().unwrap(),
+            trained.to_str().unwrap(),
+            "51",
+        ],
+    );
+    if let Some(out) = out {
+        let hit: f64 = out.trim().strip_prefix("OK ").unwrap().parse().unwrap();
+        assert!(
+            hit >= 0.95,
+            "a stored row is its own nearest neighbour: {hit}"
+        );
+    }
+}

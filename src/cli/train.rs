@@ -47,6 +47,10 @@ pub struct SettingsArgs {
     /// rows by inner product (itself included). Optional value `alpha=3,k=16`.
     #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
     pub query_expansion: Option<crate::qe::QeParams>,
+    /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
+    /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
+    #[arg(long)]
+    pub factory: Option<crate::index::Factory>,
 }
 
 impl SettingsArgs {
@@ -57,6 +61,7 @@ impl SettingsArgs {
             nprobe: self.nprobe,
             niter: self.niter,
             query_expansion: self.query_expansion.clone(),
+            factory: self.factory,
             ..TrainOptions::default()
         }
     }

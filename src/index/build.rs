@@ -143,3 +143,31 @@ pub fn build(
         kmeans: km.iterations,
     })
 }
+
+/// The index as `train` leaves it before `add`: trained parts, no vectors
+/// (what RVC writes as its `trained_…` file).
+pub fn without_vectors(index: &Index) -> Index {
+    match index {
+        Index::Flat(f) => Index::Flat(Flat::new(f.d, f.metric, Vec::new())),
+        Index::IvfFlat(i) => Index::IvfFlat(IvfFlat {
+            ivf: i.ivf.clone(),
+            size_table: SizeTable::Auto,
+            lists: vec![FlatList::default(); i.lists.len()],
+        }),
+        Index::IvfPqFastScan(i) => Index::IvfPqFastScan(IvfPqFs {
+            ivf: i.ivf.clone(),
+            by_residual: i.by_residual,
+            bbs: i.bbs,
+            implem: i.implem,
+            qbs2: i.qbs2,
+            pq: i.pq.clone(),
+            lists: vec![BlockList::default(); i.lists.len()],
+        }),
+        Index::Refine(r) => Index::Refine(Box::new(RefineFlat {
+            is_trained: r.is_trained,
+            base: without_vectors(&r.base),
+            refine: Flat::new(r.refine.d, r.refine.metric, Vec::new()),
+            k_factor: r.k_factor,
+        })),
+    }
+}

@@ -147,6 +147,52 @@ impl fmt::Display for Factory {
     }
 }
 
+impl serde::Serialize for Factory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Factory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Factory {
+    /// The part of an RVC index file name that names the index kind:
+    /// `IVF<n>_Flat` as RVC writes it, `IVF<n>_PQ<M>x4fs_RFlat`, …
+    pub fn file_stem(&self, nlist: usize) -> String {
+        match self {
+            Factory::Flat => "Flat".into(),
+            Factory::Ivf { codec, refine, .. } => {
+                let mut s = format!("IVF{nlist}_");
+                match codec {
+                    Codec::Flat => s.push_str("Flat"),
+                    Codec::Pq4FastScan { m } => s.push_str(&format!("PQ{m}x4fs")),
+                }
+                if *refine {
+                    s.push_str("_RFlat");
+                }
+                s
+            }
+        }
+    }
+
+    /// The same factory with its list count fixed.
+    pub fn with_nlist(self, n: usize) -> Factory {
+        match self {
+            Factory::Ivf { codec, refine, .. } => Factory::Ivf {
+                nlist: Nlist::Fixed(n),
+                codec,
+                refine,
+            },
+            f => f,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

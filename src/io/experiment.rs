@@ -108,8 +108,14 @@ impl Experiment {
     /// `IVF<n>_Flat_nprobe_<p>_<exp>_<ver>.index` with the given prefix
     /// (`trained` or `added`), exactly as RVC names it.
     pub fn index_path(&self, prefix: &str, nlist: usize, nprobe: usize) -> PathBuf {
+        self.index_path_for(prefix, &format!("IVF{nlist}_Flat"), nprobe)
+    }
+
+    /// `<prefix>_<kind>_nprobe_<p>_<exp>_<ver>.index` for another index kind
+    /// (see `Factory::file_stem`).
+    pub fn index_path_for(&self, prefix: &str, kind: &str, nprobe: usize) -> PathBuf {
         self.dir.join(format!(
-            "{prefix}_IVF{nlist}_Flat_nprobe_{nprobe}_{}_{}.index",
+            "{prefix}_{kind}_nprobe_{nprobe}_{}_{}.index",
             self.name,
             self.version.as_str()
         ))

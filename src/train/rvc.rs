@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 
 use super::kmeans::{self, IterationStats, KmeansParams};
 use crate::compute::{Backend, BackendInfo};
+use crate::index::factory::{Codec, Factory, Nlist};
 use crate::io::experiment::{Experiment, Version};
 use crate::io::features;
 use crate::progress::Progress;
@@ -40,6 +41,8 @@ pub struct TrainOptions {
     pub niter: usize,
     /// Replace the rows by their α-query expansion before indexing.
     pub query_expansion: Option<crate::qe::QeParams>,
+    /// Another index kind than RVC's `IVF{auto},Flat` (None).
+    pub factory: Option<Factory>,
 }
 
 impl Default for TrainOptions {
@@ -51,8 +54,21 @@ impl Default for TrainOptions {
             kmeans_seed: 1234,
             niter: 10,
             query_expansion: None,
+            factory: None,
         }
     }
+}
+
+/// RVC's own kind, written by the streaming IVF-Flat path.
+fn is_rvc_kind(f: &Factory) -> bool {
+    matches!(
+        f,
+        Factory::Ivf {
+            codec: Codec::Flat,
+            refine: false,
+            ..
+        }
+    )
 }
 
 /// RVC's list count: `min(int(16·√N), N // 39)`, at least 1.
@@ -176,7 +192,14 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
             exp.feature_dir.display()
         )));
     }
-    let nlist = match opts.nlist {
+    let fixed = match opts.factory {
+        Some(Factory::Ivf {
+            nlist: Nlist::Fixed(k),
+            ..
+        }) => Some(k),
+        _ => None,
+    };
+    let nlist = match opts.nlist.or(fixed) {
         Some(0) => return Err(Error::Invalid("--nlist must be at least 1".into())),
         Some(k) => k,
         None => {
@@ -276,6 +299,43 @@ pub fn build(
     features::write_npy_atomic(&total_fea, x.view())?;
     secs.write_total_fea = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-total-fea");
+
+    if let Some(f) = opts.factory.filter(|f| !is_rvc_kind(f)) {
+        let f = f.with_nlist(nlist);
+        let t = Instant::now();
+        let built = crate::index::build::build(backend, x.view(), f, Metric::L2, nprobe, progress)?;
+        secs.kmeans = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let trained = exp.index_path_for("trained", &f.file_stem(nlist), nprobe);
+        faiss::write_index(
+            &trained,
+            &crate::index::build::without_vectors(&built.index),
+        )?;
+        crate::testing::pause_point("after-trained");
+        let added = exp.index_path_for("added", &f.file_stem(nlist), nprobe);
+        faiss::write_index(&added, &built.index)?;
+        secs.write_index = t.elapsed().as_secs_f64();
+        secs.total = load_seconds + t_start.elapsed().as_secs_f64();
+        let objective = built.kmeans.last().map_or(0.0, |s| s.objective);
+        return Ok(TrainSummary {
+            experiment: exp.name.clone(),
+            version: exp.version,
+            feature_dir: exp.feature_dir.clone(),
+            files,
+            n,
+            d,
+            nlist,
+            nprobe,
+            seed: opts.seed,
+            backend: backend.info(),
+            seconds: secs,
+            kmeans_iterations: built.kmeans,
+            objective_per_row: objective / n as f64,
+            total_fea,
+            trained_index: trained,
+            added_index: added,
+        });
+    }
 
     let t = Instant::now();
     let mut params = KmeansParams::ivf(nlist, Metric::L2);
