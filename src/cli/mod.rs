@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod compress;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -67,6 +68,9 @@ pub enum Command {
     /// Build RVC's index for an experiment folder (logs/<exp>): total_fea.npy,
     /// trained_IVF…index and added_IVF…index, as RVC's train_index writes them.
     Train(train::TrainArgs),
+    /// Compress a feature matrix to K mini-batch k-means centres (what RVC
+    /// does above 200000 rows), with a fixed, seeded amount of work.
+    Compress(compress::CompressArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -81,6 +85,7 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     let r = match &cli.command {
         Command::Train(a) => train::run(a),
+        Command::Compress(a) => compress::run(a),
     };
     match r {
         Ok(()) => 0,

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use super::CommonArgs;
 use crate::Result;
 use crate::io::experiment::{Experiment, Version};
+use crate::train::minibatch::Compress;
 use crate::train::rvc::{self, Nprobe, TrainOptions};
 
 #[derive(clap::Args, Debug)]
@@ -33,6 +34,13 @@ pub struct TrainArgs {
     /// k-means iterations (faiss trains IVF quantizers with 10).
     #[arg(long, default_value_t = 10)]
     pub niter: usize,
+    /// Compress the features to mini-batch k-means centres before indexing:
+    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, written as
+    /// total_fea.npy and indexed with nlist 256), `off` = index every row,
+    /// or a number of centres to compress to whatever the row count. The
+    /// shuffle seed also seeds the compression; see `rvc-index compress --help`.
+    #[arg(long, default_value = "auto", value_parser = Compress::parse)]
+    pub compress: Compress,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -56,6 +64,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         nlist: a.nlist,
         nprobe: a.nprobe,
         niter: a.niter,
+        compress: a.compress,
         ..TrainOptions::default()
     };
     let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;

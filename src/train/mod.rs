@@ -1,4 +1,5 @@
 //! Training: k-means (faiss IVF semantics) and the RVC `train` pipeline.
 
 pub mod kmeans;
+pub mod minibatch;
 pub mod rvc;

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::kmeans::{self, IterationStats, KmeansParams};
+use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
 use crate::io::experiment::{Experiment, Version};
 use crate::io::features;
@@ -37,6 +38,10 @@ pub struct TrainOptions {
     /// faiss's k-means seed (1234 in faiss).
     pub kmeans_seed: u32,
     pub niter: usize,
+    /// Mini-batch k-means compression before indexing (RVC: above 200 000 rows).
+    pub compress: Compress,
+    /// Row count above which `Compress::Auto` compresses (RVC: 200 000).
+    pub compress_above: usize,
 }
 
 impl Default for TrainOptions {
@@ -47,6 +52,8 @@ impl Default for TrainOptions {
             nprobe: Nprobe::Fixed(1),
             kmeans_seed: 1234,
             niter: 10,
+            compress: Compress::Auto,
+            compress_above: RVC_COMPRESS_ABOVE,
         }
     }
 }
@@ -86,6 +93,9 @@ pub struct TrainSummary {
     pub total_fea: PathBuf,
     pub trained_index: PathBuf,
     pub added_index: PathBuf,
+    /// Rows in the index: `n`, or the centres when the features were compressed.
+    pub indexed_rows: usize,
+    pub compression: Option<FitSummary>,
 }
 
 /// A seeded permutation: row `i` of the shuffled matrix is row `perm[i]` of
@@ -161,12 +171,16 @@ pub fn train_experiment(
             "the feature files hold no rows",
         ));
     }
-    if n > RVC_COMPRESS_ABOVE {
-        return Err(Error::Unsupported(format!(
-            "{}: {n} rows; above {RVC_COMPRESS_ABOVE} rows RVC compresses the features with mini-batch k-means first, which is not yet supported",
-            exp.feature_dir.display()
-        )));
+    let compress_to = opts.compress.centres(n, opts.compress_above);
+    if let Some(k) = compress_to.filter(|&k| k > n) {
+        return Err(Error::bad_input(
+            &exp.feature_dir,
+            format!("only {n} feature rows, fewer than the {k} centres to compress them to"),
+        ));
     }
+    // The index holds the centres when the rows are compressed.
+    let n_raw = n;
+    let n = compress_to.unwrap_or(n);
     let nlist = match opts.nlist {
         Some(0) => return Err(Error::Invalid("--nlist must be at least 1".into())),
         Some(k) => k,
@@ -194,22 +208,38 @@ pub fn train_experiment(
     };
 
     let t = Instant::now();
-    let perm = shuffle_permutation(n, opts.seed);
-    let mut dest = vec![0usize; n];
+    let perm = shuffle_permutation(n_raw, opts.seed);
+    let mut dest = vec![0usize; n_raw];
     for (i, &p) in perm.iter().enumerate() {
         dest[p] = i;
     }
     drop(perm);
-    let bar = progress.bar(n as u64, "load");
+    let bar = progress.bar(n_raw as u64, "load");
     let x: Array2<f32> = features::load_into(&files, Some(&dest), |r| bar.inc(r))?;
     bar.finish_and_clear();
     drop(dest);
     secs.load = t.elapsed().as_secs_f64();
     progress.info(&format!(
-        "loaded {n} rows × {d} from {} files in {}; {nlist} lists",
+        "loaded {n_raw} rows × {d} from {} files in {}; {nlist} lists",
         files.len(),
         exp.feature_dir.display()
     ));
+
+    let mut compression = None;
+    let x = match compress_to {
+        Some(k) => {
+            let mut p = MiniBatchParams::new(k);
+            p.seed = opts.seed;
+            let r = minibatch::fit_with_progress(backend, x.view(), &p, progress)?;
+            progress.info(&format!(
+                "compressed {n_raw} rows to {k} mini-batch k-means centres in {:.2} s",
+                r.summary.fit_seconds
+            ));
+            compression = Some(r.summary);
+            r.centroids
+        }
+        None => x,
+    };
 
     let t = Instant::now();
     let total_fea = exp.total_fea_path();
@@ -267,7 +297,7 @@ pub fn train_experiment(
         version: exp.version,
         feature_dir: exp.feature_dir.clone(),
         files: files.len(),
-        n,
+        n: n_raw,
         d,
         nlist,
         nprobe,
@@ -279,5 +309,7 @@ pub fn train_experiment(
         total_fea,
         trained_index: trained,
         added_index: added,
+        indexed_rows: n,
+        compression,
     })
 }
