@@ -266,11 +266,16 @@ def main():
             inert = inertia(x, c)
             ev = time.perf_counter() - t
             r = {"method": name, "fit_s": round(fit, 3), "inertia": inert,
+                 "loadavg_1m_after": os.getloadavg()[0],
                  "inertia_per_row": inert / len(x), "eval_s": round(ev, 3),
                  "nan_centres": int(np.isnan(c).any(axis=1).sum()), **extra,
                  "curve": [(round(t_, 3), int(r_), round(v, 4)) for t_, r_, v in curve]}
             res["runs"].append(r)
             log(f"{name}: fit {fit:.1f} s, inertia/row {inert / len(x):.3f} (eval {ev:.1f} s)")
+            # Written after every run, so a long comparison cut short keeps what it measured.
+            if a.json:
+                with open(a.json, "w") as f:
+                    json.dump(res, f, indent=1)
     best = {}
     for r in res["runs"]:
         m = r["method"].split()[0]
