@@ -6,7 +6,8 @@ rows measured the same way for every method (exact faiss search).
 
 Methods (--methods, comma-separated):
   ours     the rvc-index binary: `compress --json` (CPU backend by default);
-           its curve is the smoothed batch inertia of every step.
+           its curve is the inertia per row of every batch, scored before
+           the batch moves the centres.
   mirror   the same algorithm in numpy with faiss doing the assignment GEMM
            (what `ours` costs once the CPU backend's assignment runs at GEMM
            speed); its curve is the same per-step measure.
@@ -108,15 +109,14 @@ def mirror(x, k, seed=0, batch=16384, epochs=1.0, pool_per_centre=32, iters=3, c
     perm = rng.permutation(n)
     pool = min(n, k * pool_per_centre)
     c = x[perm[:k]].astype(np.float32)
-    curve, ewa = [], None
+    curve = []
     rows = 0
 
     def step(b, dist):
-        nonlocal ewa, rows
+        nonlocal rows
         rows += b
-        m = float(dist.sum()) / b
-        ewa = m if ewa is None else 0.933 * ewa + 0.067 * m
-        curve.append((time.perf_counter() - t0, rows, ewa))
+        # Unsmoothed, as for `ours`: each batch is scored before it moves the centres.
+        curve.append((time.perf_counter() - t0, rows, float(dist.sum()) / b))
 
     counts = np.zeros(k)
     for _ in range(iters):
@@ -173,7 +173,7 @@ def run_ours(a, x, path):
         raise SystemExit(f"rvc-index failed: {r.stderr}")
     j = json.loads(r.stdout)
     c = np.load(out)
-    curve = [(h["seconds"], h["rows_assigned"], h["smoothed_inertia_per_row"]) for h in j["history"]]
+    curve = [(h["seconds"], h["rows_assigned"], h["batch_inertia_per_row"]) for h in j["history"]]
     return c, j["fit"]["fit_seconds"], curve, {"wall_s": wall, "rows_assigned": j["fit"]["rows_assigned"],
                                                "reseeded": j["fit"]["reseeded"], "backend": j["backend"]}
 

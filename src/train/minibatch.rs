@@ -93,7 +93,7 @@ pub struct StepStats {
     /// Mean squared distance of this batch's rows to their nearest centre,
     /// before the batch moved the centres.
     pub batch_inertia_per_row: f64,
-    /// Exponential moving average of the above (half-life ~ 10 batches).
+    /// Exponential moving average of the above (half-life 65 536 rows).
     pub smoothed_inertia_per_row: f64,
     pub reseeded: usize,
     pub seconds: f64,
@@ -315,11 +315,14 @@ pub fn fit(
         summary.steps += 1;
         summary.rows_assigned += rows as u64;
         let per_row = inertia / rows as f64;
-        // Half-life of about 10 batches: smooth enough to read, quick to follow.
+        // Half-life of 65 536 rows whatever the batch size: a batch of 16 384
+        // rows is already a low-noise estimate, so a fixed per-batch weight
+        // would lag far behind the centres with large batches.
+        let w = 1.0 - 0.5f64.powf(rows as f64 / 65_536.0);
         smoothed = if smoothed.is_nan() {
             per_row
         } else {
-            0.933 * smoothed + 0.067 * per_row
+            (1.0 - w) * smoothed + w * per_row
         };
         let s = StepStats {
             phase,
