@@ -10,8 +10,8 @@
 //!
 //! 1. **Seeding: Lloyd on a pool.** K random rows, refined by `init_iters`
 //!    exact Lloyd iterations on a pool of the first `init_pool·K` rows of a
-//!    seeded permutation. On speech-like data (Zipf-weighted, heavy-tailed
-//!    clusters) D²-weighted k-means++ seeding lands *above* the inertia of
+//!    seeded permutation. On RVC-like synthetic data (Zipf-weighted,
+//!    heavy-tailed clusters) D²-weighted k-means++ seeding landed *above* the inertia of
 //!    plain random rows because it spends centres on outliers, while a few
 //!    Lloyd steps on 32 rows per centre already beat random rows clearly.
 //! 2. **Mini-batch passes** over all rows (`epochs`, in the same permutation,
