@@ -23,7 +23,8 @@ smoothed batch inertia (mean squared distance to the nearest centre); the final 
 all rows is one more pass (skip it with --no-eval).\n\
 Measured on the benchmark's synthetic 1M x 256 set to 10000 centres: 218.5 per row, against \
 214.5 for faiss k-means (10 iterations, all rows: 5x the work) and 224.0 to 296.3 for \
-scikit-learn's MiniBatchKMeans as RVC runs it (seeds 0-2)."
+scikit-learn's MiniBatchKMeans as RVC runs it (seeds 0-2); figures from the numpy/faiss \
+mirror of this algorithm in benches/compare_mbk.py."
 )]
 pub struct CompressArgs {
     /// A .npy file, or a folder of .npy files (read in sorted name order, as RVC does).
