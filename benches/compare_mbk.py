@@ -100,7 +100,7 @@ def _segsum(xb, lab, k):
     return out, np.bincount(lab, minlength=k).astype(np.float64)
 
 
-def mirror(x, k, seed=0, batch=16384, epochs=1.0, pool_per_centre=32, iters=3, carry=0.5):
+def mirror(x, k, seed=0, batch=16384, epochs=None, pool_per_centre=32, iters=3, carry=0.5):
     """Pool-Lloyd seeding, then 1/count mini-batch passes. Dead centres in the
     mini-batch phase are not re-seeded here (they are rare at these sizes)."""
     t0 = time.perf_counter()
@@ -141,6 +141,8 @@ def mirror(x, k, seed=0, batch=16384, epochs=1.0, pool_per_centre=32, iters=3, c
             pick = idx[np.argsort(-keys)[:len(dead)]]
             c[dead[:len(pick)]] = x[pick]
     counts *= carry
+    if epochs is None:
+        epochs = min(10.0, max(1.0, 500_000 / n))  # minibatch::auto_epochs
     cd = c.astype(np.float64)
     total = int(round(epochs * n))
     seen = 0

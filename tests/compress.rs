@@ -31,7 +31,7 @@ fn fit(x: &Array2<f32>, p: &MiniBatchParams) -> minibatch::FitResult {
 fn small(k: usize) -> MiniBatchParams {
     MiniBatchParams {
         batch_size: 512,
-        epochs: 2.0,
+        epochs: Some(2.0),
         ..MiniBatchParams::new(k)
     }
 }

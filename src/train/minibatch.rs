@@ -52,8 +52,9 @@ pub struct MiniBatchParams {
     pub seed: u64,
     /// Rows per assignment call in both phases.
     pub batch_size: usize,
-    /// Mini-batch passes over all rows after seeding (fractions allowed).
-    pub epochs: f64,
+    /// Mini-batch passes over all rows after seeding (fractions allowed);
+    /// None: `auto_epochs(n)`.
+    pub epochs: Option<f64>,
     /// Rows per centre in the seeding pool (capped at N).
     pub init_pool: usize,
     /// Lloyd iterations on the pool.
@@ -72,13 +73,21 @@ impl MiniBatchParams {
             k,
             seed: 0,
             batch_size: 16_384,
-            epochs: 1.0,
+            epochs: None,
             init_pool: 32,
             init_iters: 3,
             carry: 0.5,
             max_seconds: None,
         }
     }
+}
+
+/// Default mini-batch passes: one, or as many as it takes to make 500 000
+/// row updates when N is smaller (at most 10). Small inputs make a pass cheap
+/// and need several to settle: at 50 000 rows × 64 to 500 centres, 1 pass
+/// scored 2.6% above 10-iteration k-means and 3 passes 1.3%.
+pub fn auto_epochs(n: usize) -> f64 {
+    (500_000.0 / n.max(1) as f64).clamp(1.0, 10.0)
 }
 
 /// One batch as the progress bar and `--json` report it.
@@ -254,10 +263,10 @@ pub fn fit(
     if params.batch_size == 0 {
         return Err(Error::Invalid("the batch size must be at least 1".into()));
     }
-    if !(params.epochs.is_finite() && params.epochs >= 0.0) {
+    let epochs = params.epochs.unwrap_or_else(|| auto_epochs(n));
+    if !(epochs.is_finite() && epochs >= 0.0) {
         return Err(Error::Invalid(format!(
-            "epochs must be a finite number ≥ 0, got {}",
-            params.epochs
+            "epochs must be a finite number ≥ 0, got {epochs}"
         )));
     }
     if !(params.carry.is_finite() && params.carry >= 0.0) {
@@ -400,7 +409,7 @@ pub fn fit(
     for c in counts.iter_mut() {
         *c *= params.carry;
     }
-    let total_rows = (params.epochs * n as f64).round() as u64;
+    let total_rows = (epochs * n as f64).round() as u64;
     // A centre is dead when a window in which it should have received ≥ 16
     // rows brought it none (Poisson: a live centre fails that with p ≈ 1e-7).
     let window = (n / 4).max(16 * k) as u64;
@@ -518,7 +527,8 @@ pub fn fit_with_progress(
     let pool = n
         .min(params.k.saturating_mul(params.init_pool.max(1)))
         .max(params.k);
-    let planned = (pool * params.init_iters) as u64 + (params.epochs * n as f64).round() as u64;
+    let epochs = params.epochs.unwrap_or_else(|| auto_epochs(n));
+    let planned = (pool * params.init_iters) as u64 + (epochs * n as f64).round() as u64;
     let bar = progress.bar(planned, "compress");
     let r = fit(backend, x, params, |s| {
         bar.set_position(s.rows_assigned.min(planned));
