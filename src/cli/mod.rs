@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod blend;
 pub mod build;
+pub mod compress;
 pub mod expand;
 pub mod info;
 pub mod search;
@@ -87,6 +88,9 @@ pub enum Command {
     Search(search::SearchArgs),
     /// RVC's retrieval blend of features with their nearest indexed vectors.
     Blend(blend::BlendArgs),
+    /// Compress a feature matrix to K mini-batch k-means centres (what RVC
+    /// does above 200000 rows), with a fixed, seeded amount of work.
+    Compress(compress::CompressArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -107,6 +111,7 @@ pub fn run() -> i32 {
         Command::Build(a) => build::run(&a).map(|()| true),
         Command::Search(a) => search::run(&a).map(|()| true),
         Command::Blend(a) => blend::run(&a).map(|()| true),
+        Command::Compress(a) => compress::run(&a).map(|()| true),
     };
     match r {
         Ok(true) => 0,

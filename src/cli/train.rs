@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use super::CommonArgs;
 use crate::Result;
 use crate::io::experiment::{Experiment, Version};
+use crate::train::minibatch::Compress;
 use crate::train::rvc::{self, Nprobe, TrainOptions};
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +52,13 @@ pub struct SettingsArgs {
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
     #[arg(long)]
     pub factory: Option<crate::index::Factory>,
+    /// Compress the features to mini-batch k-means centres before indexing:
+    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, written as
+    /// total_fea.npy and indexed with nlist 256), `off` = index every row,
+    /// or a number of centres to compress to whatever the row count. The
+    /// shuffle seed also seeds the compression; see `rvc-index compress --help`.
+    #[arg(long, default_value = "auto", value_parser = Compress::parse)]
+    pub compress: Compress,
 }
 
 impl SettingsArgs {
@@ -62,6 +70,7 @@ impl SettingsArgs {
             niter: self.niter,
             query_expansion: self.query_expansion.clone(),
             factory: self.factory,
+            compress: self.compress,
             ..TrainOptions::default()
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod bounds;
 pub mod kmeans;
+pub mod minibatch;
 pub mod rvc;

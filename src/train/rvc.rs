@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::kmeans::{self, IterationStats, KmeansParams};
+use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
 use crate::index::factory::{Codec, Factory, Nlist};
 use crate::io::experiment::{Experiment, Version};
@@ -43,6 +44,10 @@ pub struct TrainOptions {
     pub query_expansion: Option<crate::qe::QeParams>,
     /// Another index kind than RVC's `IVF{auto},Flat` (None).
     pub factory: Option<Factory>,
+    /// Mini-batch k-means compression before indexing (RVC: above 200 000 rows).
+    pub compress: Compress,
+    /// Row count above which `Compress::Auto` compresses (RVC: 200 000).
+    pub compress_above: usize,
 }
 
 impl Default for TrainOptions {
@@ -55,6 +60,8 @@ impl Default for TrainOptions {
             niter: 10,
             query_expansion: None,
             factory: None,
+            compress: Compress::Auto,
+            compress_above: RVC_COMPRESS_ABOVE,
         }
     }
 }
@@ -107,6 +114,9 @@ pub struct TrainSummary {
     pub total_fea: PathBuf,
     pub trained_index: PathBuf,
     pub added_index: PathBuf,
+    /// Rows in the index: `n`, or the centres when the features were compressed.
+    pub indexed_rows: usize,
+    pub compression: Option<FitSummary>,
 }
 
 /// A seeded permutation: row `i` of the shuffled matrix is row `perm[i]` of
@@ -160,6 +170,8 @@ pub fn assign_all(
 pub struct Prepared {
     pub exp: Experiment,
     pub files: usize,
+    /// Mini-batch k-means centres to compress the rows to before indexing.
+    pub compress_to: Option<usize>,
     /// Shuffled rows: row i is row `shuffle_permutation(n, seed)[i]` of the files.
     pub x: Array2<f32>,
     pub nlist: usize,
@@ -186,12 +198,16 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
             "the feature files hold no rows",
         ));
     }
-    if n > RVC_COMPRESS_ABOVE {
-        return Err(Error::Unsupported(format!(
-            "{}: {n} rows; above {RVC_COMPRESS_ABOVE} rows RVC compresses the features with mini-batch k-means first, which is not yet supported",
-            exp.feature_dir.display()
-        )));
+    let compress_to = opts.compress.centres(n, opts.compress_above);
+    if let Some(k) = compress_to.filter(|&k| k > n) {
+        return Err(Error::bad_input(
+            &exp.feature_dir,
+            format!("only {n} feature rows, fewer than the {k} centres to compress them to"),
+        ));
     }
+    // The index holds the centres when the rows are compressed.
+    let n_raw = n;
+    let n = compress_to.unwrap_or(n);
     let fixed = match opts.factory {
         Some(Factory::Ivf {
             nlist: Nlist::Fixed(k),
@@ -225,18 +241,19 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
         Nprobe::Auto => ((nlist as f64).powf(0.3) as usize).max(1),
     };
 
-    let perm = shuffle_permutation(n, opts.seed);
-    let mut dest = vec![0usize; n];
+    let perm = shuffle_permutation(n_raw, opts.seed);
+    let mut dest = vec![0usize; n_raw];
     for (i, &p) in perm.iter().enumerate() {
         dest[p] = i;
     }
     drop(perm);
-    let bar = progress.bar(n as u64, "load");
+    let bar = progress.bar(n_raw as u64, "load");
     let x = features::load_into(&files, Some(&dest), |r| bar.inc(r))?;
     bar.finish_and_clear();
     Ok(Prepared {
         exp: exp.clone(),
         files: files.len(),
+        compress_to,
         x,
         nlist,
         nprobe,
@@ -268,13 +285,30 @@ pub fn build(
     let Prepared {
         exp,
         files,
+        compress_to,
         x,
         nlist,
         nprobe,
         load_seconds,
     } = p;
     let exp = &exp;
-    let (n, d) = x.dim();
+    let (n_raw, d) = x.dim();
+    let mut compression = None;
+    let x = match compress_to {
+        Some(k) => {
+            let mut p = MiniBatchParams::new(k);
+            p.seed = opts.seed;
+            let r = minibatch::fit_with_progress(backend, x.view(), &p, progress)?;
+            progress.info(&format!(
+                "compressed {n_raw} rows to {k} mini-batch k-means centres in {:.2} s",
+                r.summary.fit_seconds
+            ));
+            compression = Some(r.summary);
+            r.centroids
+        }
+        None => x,
+    };
+    let n = x.nrows();
     let mut secs_qe = 0.0;
     let x = match &opts.query_expansion {
         Some(q) => {
@@ -290,7 +324,7 @@ pub fn build(
         ..StageSeconds::default()
     };
     progress.info(&format!(
-        "{}: {n} rows × {d} from {files} files; {nlist} lists",
+        "{}: {n_raw} rows × {d} from {files} files; {nlist} lists",
         exp.feature_dir.display()
     ));
 
@@ -322,7 +356,7 @@ pub fn build(
             version: exp.version,
             feature_dir: exp.feature_dir.clone(),
             files,
-            n,
+            n: n_raw,
             d,
             nlist,
             nprobe,
@@ -334,6 +368,8 @@ pub fn build(
             total_fea,
             trained_index: trained,
             added_index: added,
+            indexed_rows: n,
+            compression,
         });
     }
 
@@ -395,7 +431,7 @@ pub fn build(
         version: exp.version,
         feature_dir: exp.feature_dir.clone(),
         files,
-        n,
+        n: n_raw,
         d,
         nlist,
         nprobe,
@@ -407,5 +443,7 @@ pub fn build(
         total_fea,
         trained_index: trained,
         added_index: added,
+        indexed_rows: n,
+        compression,
     })
 }
