@@ -16,9 +16,9 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 use ndarray::{Array2, s};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rvc_index::Metric;
 use rvc_index::compute::gpu::GpuBackend;
 use rvc_index::compute::{Backend, DeviceChoice, select_backend};
-use rvc_index::Metric;
 
 fn random(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -34,7 +34,10 @@ fn backends() -> Vec<(String, Box<dyn Backend>, bool)> {
         Ok(_) => match select_backend(DeviceChoice::Gpu) {
             Ok(g) => {
                 let info = g.info();
-                eprintln!("gpu backend: {} ({}, {})", info.name, info.device_type, info.api);
+                eprintln!(
+                    "gpu backend: {} ({}, {})",
+                    info.name, info.device_type, info.api
+                );
                 let real = info.device_type != "Cpu";
                 out.push(("gpu".to_string(), g, real));
             }
@@ -99,7 +102,10 @@ fn bench_centroid_sums(cr: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for (name, b, _) in &backends {
         g.bench_function(name.as_str(), |bch| {
-            bch.iter(|| b.centroid_sums(x.view(), &labels, k).expect("centroid_sums"))
+            bch.iter(|| {
+                b.centroid_sums(x.view(), &labels, k)
+                    .expect("centroid_sums")
+            })
         });
     }
     g.finish();

@@ -60,7 +60,13 @@ fn scale(x: &[f32], c: ArrayView2<f32>, metric: Metric) -> f64 {
 }
 
 /// Check `got` against the reference; returns how many rows were near ties.
-fn check(x: ArrayView2<f32>, c: ArrayView2<f32>, metric: Metric, got: &Assignment, what: &str) -> usize {
+fn check(
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+    metric: Metric,
+    got: &Assignment,
+    what: &str,
+) -> usize {
     let want = reference::assign(x, c, metric);
     assert_eq!(got.labels.len(), x.nrows(), "{what}");
     assert_eq!(got.distances.len(), x.nrows(), "{what}");
@@ -87,15 +93,28 @@ fn check(x: ArrayView2<f32>, c: ArrayView2<f32>, metric: Metric, got: &Assignmen
             (gd - wd).abs() <= DIST_TOL * sc + 1e-6,
             "{what}: row {i}: distance {gd} vs reference {wd} (scale {sc})"
         );
-        assert!((gl as usize) < c.nrows(), "{what}: row {i}: label {gl} out of range");
+        assert!(
+            (gl as usize) < c.nrows(),
+            "{what}: row {i}: label {gl} out of range"
+        );
         if near_tie {
             ties += 1;
             // The chosen centroid must still be one of the near-best.
             let s = score(row, c.row(gl as usize).as_slice().unwrap(), metric);
-            let s = if metric == Metric::InnerProduct { -s } else { s };
-            assert!(s - all[0] <= 2.0 * TIE_EPS * sc, "{what}: row {i}: label {gl} is not near-best");
+            let s = if metric == Metric::InnerProduct {
+                -s
+            } else {
+                s
+            };
+            assert!(
+                s - all[0] <= 2.0 * TIE_EPS * sc,
+                "{what}: row {i}: label {gl} is not near-best"
+            );
         } else {
-            assert_eq!(gl, want.labels[i], "{what}: row {i}: label (distance {gd}, reference {wd})");
+            assert_eq!(
+                gl, want.labels[i],
+                "{what}: row {i}: label (distance {gd}, reference {wd})"
+            );
         }
     }
     ties
@@ -117,6 +136,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (41, 513, 33),
     (450, 100, 64),
     (33, 50, 2100), // several k-blocks in the AVX-512 kernel
+    (5, 700, 64),   // few rows, many centroids: centroid ranges split across tasks
+    (20, 2000, 33),
 ];
 
 #[test]
@@ -131,7 +152,10 @@ fn assign_matches_reference() {
                 let what = format!("{kernel:?} {metric} n={n} k={k} d={d}");
                 let got = backend.assign(x.view(), c.view(), metric).unwrap();
                 let ties = check(x.view(), c.view(), metric, &got, &what);
-                assert!(ties * 10 <= n.max(10), "{what}: {ties} near ties of {n} rows");
+                assert!(
+                    ties * 10 <= n.max(10),
+                    "{what}: {ties} near ties of {n} rows"
+                );
             }
         }
     }
@@ -147,10 +171,20 @@ fn assign_rows_that_are_centroids() {
         let got = assign_with(kernel, x.view(), c.view(), Metric::L2).unwrap();
         for i in 10..50 {
             assert_eq!(got.labels[i], (i - 10) as u32, "{kernel:?} row {i}");
-            assert!(got.distances[i] >= 0.0 && got.distances[i] < 1e-4, "{kernel:?} row {i}: {}", got.distances[i]);
+            assert!(
+                got.distances[i] >= 0.0 && got.distances[i] < 1e-4,
+                "{kernel:?} row {i}: {}",
+                got.distances[i]
+            );
         }
         assert!(got.distances.iter().all(|&v| v >= 0.0));
-        check(x.view(), c.view(), Metric::L2, &got, &format!("{kernel:?} self"));
+        check(
+            x.view(),
+            c.view(),
+            Metric::L2,
+            &got,
+            &format!("{kernel:?} self"),
+        );
     }
 }
 
@@ -165,14 +199,27 @@ fn assign_ties_go_to_lowest_index() {
     for r in 0..3 {
         c.slice_mut(s![r * 37..(r + 1) * 37, ..]).assign(&base);
     }
+    // Many centroids (split into ranges across tasks): j, j + 300, j + 600.
+    let base2 = random(300, 19, 13);
+    let mut c2 = Array2::zeros((900, 19));
+    for r in 0..3 {
+        c2.slice_mut(s![r * 300..(r + 1) * 300, ..]).assign(&base2);
+    }
     let same = Array2::from_elem((50, 19), 0.25f32);
     for kernel in kernels() {
         for metric in [Metric::L2, Metric::InnerProduct] {
             let got = assign_with(kernel, x.view(), c.view(), metric).unwrap();
             let want = reference::assign(x.view(), base.view(), metric);
             assert_eq!(got.labels, want.labels, "{kernel:?} {metric}");
+            let got = assign_with(kernel, x.view(), c2.view(), metric).unwrap();
+            let want = assign_with(kernel, x.view(), base2.view(), metric).unwrap();
+            assert_eq!(got, want, "{kernel:?} {metric}: 900 centroids");
             let got = assign_with(kernel, x.view(), same.view(), metric).unwrap();
-            assert!(got.labels.iter().all(|&l| l == 0), "{kernel:?} {metric}: {:?}", got.labels);
+            assert!(
+                got.labels.iter().all(|&l| l == 0),
+                "{kernel:?} {metric}: {:?}",
+                got.labels
+            );
         }
     }
 }
@@ -210,8 +257,48 @@ fn assign_kernels_agree_on_larger_input() {
             .map(|kern| assign_with(kern, x.view(), c.view(), metric).unwrap())
             .collect();
         for (i, got) in all.iter().enumerate() {
-            let ties = check(x.view(), c.view(), metric, got, &format!("kernel #{i} {metric}"));
+            let ties = check(
+                x.view(),
+                c.view(),
+                metric,
+                got,
+                &format!("kernel #{i} {metric}"),
+            );
             assert!(ties * 20 <= n, "{ties} near ties");
+        }
+    }
+}
+
+/// Every (row, centroid) score is computed the same way whatever the task
+/// grid, so results are bit-identical for any thread count.
+#[test]
+fn assign_independent_of_thread_count() {
+    for &(n, k, d) in &[(3, 900, 40), (70, 900, 40), (1000, 150, 96)] {
+        let x = random(n, d, 41);
+        let c = random(k, d, 42);
+        for kernel in kernels() {
+            for metric in [Metric::L2, Metric::InnerProduct] {
+                let runs: Vec<Assignment> = [1, 2, 3, 8]
+                    .iter()
+                    .map(|&t| {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(t)
+                            .build()
+                            .unwrap();
+                        pool.install(|| assign_with(kernel, x.view(), c.view(), metric).unwrap())
+                    })
+                    .collect();
+                for r in &runs[1..] {
+                    assert_eq!(r, &runs[0], "{kernel:?} {metric} n={n} k={k} d={d}");
+                }
+                check(
+                    x.view(),
+                    c.view(),
+                    metric,
+                    &runs[0],
+                    &format!("{kernel:?} {metric} threads"),
+                );
+            }
         }
     }
 }
@@ -222,7 +309,13 @@ fn assign_rejects_bad_shapes() {
     for kernel in kernels() {
         assert!(assign_with(kernel, x.view(), random(3, 7, 2).view(), Metric::L2).is_err());
         assert!(assign_with(kernel, x.view(), Array2::zeros((0, 8)).view(), Metric::L2).is_err());
-        let empty = assign_with(kernel, Array2::zeros((0, 8)).view(), random(3, 8, 2).view(), Metric::L2).unwrap();
+        let empty = assign_with(
+            kernel,
+            Array2::zeros((0, 8)).view(),
+            random(3, 8, 2).view(),
+            Metric::L2,
+        )
+        .unwrap();
         assert!(empty.labels.is_empty() && empty.distances.is_empty());
     }
 }
@@ -248,7 +341,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn centroid_sums_bit_exact_and_thread_independent() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    for &(n, k, d) in &[(1, 1, 1), (1000, 37, 17), (3000, 300, 64), (5, 9, 768), (2500, 64, 768)] {
+    for &(n, k, d) in &[
+        (1, 1, 1),
+        (1000, 37, 17),
+        (3000, 300, 64),
+        (5, 9, 768),
+        (2500, 64, 768),
+    ] {
         // Large dynamic range so that the f32 order of additions matters.
         let x = Array2::from_shape_fn((n, d), |_| {
             rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-3..4))
@@ -263,7 +362,10 @@ fn centroid_sums_bit_exact_and_thread_independent() {
         let (want, want_counts) = sequential_sums(x.view(), &labels, k);
         let mut runs = Vec::new();
         for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             let (sums, counts) = pool
                 .install(|| CpuBackend::new().centroid_sums(x.view(), &labels, k))
                 .unwrap();
@@ -304,7 +406,11 @@ fn perf_assign() {
     let v: Vec<usize> = spec.split(',').map(|t| t.trim().parse().unwrap()).collect();
     let (n, k, d, reps) = (v[0], v[1], v[2], v.get(3).copied().unwrap_or(3));
     let x = random(n, d, 1);
-    let c = if k <= n { x.slice(s![..k, ..]).to_owned() } else { random(k, d, 2) };
+    let c = if k <= n {
+        x.slice(s![..k, ..]).to_owned()
+    } else {
+        random(k, d, 2)
+    };
     let flop = 2.0 * n as f64 * k as f64 * d as f64;
     let pick = std::env::var("RVC_PERF_KERNEL").ok();
     #[cfg(target_arch = "x86_64")]
@@ -312,9 +418,14 @@ fn perf_assign() {
         let t: Vec<usize> = t.split(',').map(|v| v.trim().parse().unwrap()).collect();
         rvc_index::compute::cpu::avx512::tune(t[0], t[1]);
     }
-    let quiet: Option<f64> = std::env::var("RVC_PERF_QUIET").ok().map(|q| q.parse().unwrap());
+    let quiet: Option<f64> = std::env::var("RVC_PERF_QUIET")
+        .ok()
+        .map(|q| q.parse().unwrap());
     for kernel in kernels() {
-        if pick.as_deref().is_some_and(|p| !kernel.name().starts_with(p)) {
+        if pick
+            .as_deref()
+            .is_some_and(|p| !kernel.name().starts_with(p))
+        {
             continue;
         }
         for rep in 0..reps {
@@ -356,7 +467,10 @@ fn cpu_ticks() -> (f64, f64, f64) {
     let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name: utime and stime are 14 and 15.
     let rest = me.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest.split_whitespace().map(|t| t.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|t| t.parse().unwrap_or(0.0))
+        .collect();
     let mine = f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0);
     (busy, total, mine)
 }

@@ -29,8 +29,9 @@ pub(crate) fn assign(
     debug_assert!(x.len() == n * d && c.len() == k * d && k >= 1 && d >= 1);
     let beta = prepared_beta(c, k, d, scores);
     let alpha = scores.alpha();
-    let threads = rayon::current_num_threads().max(1);
-    let mc = n.div_ceil(4 * threads).clamp(1, MAX_ROWS);
+    // Blocks depend on n only (not on the thread count), so the results do
+    // not either: the gemm crate's rounding may depend on the block shape.
+    let mc = n.div_ceil(32).clamp(16, MAX_ROWS);
     let nc = COLS.min(k);
     labels
         .par_chunks_mut(mc)
