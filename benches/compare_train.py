@@ -14,7 +14,6 @@ Needs python3 with numpy, faiss-cpu and scikit-learn, and a release build
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,19 @@ def run_ours(binary, feature_dir, device):
     with tempfile.TemporaryDirectory() as tmp:
         exp = os.path.join(tmp, "bench")
         os.makedirs(exp)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t = time.perf_counter()
-        r = subprocess.run([binary, "train", exp, "--feature-dir", feature_dir, "--device", device,
-                            "--json", "--quiet"], check=True, capture_output=True, text=True)
+        proc = subprocess.Popen([binary, "train", exp, "--feature-dir", feature_dir, "--device", device,
+                                 "--json", "--quiet"], stdout=subprocess.PIPE, text=True)
+        out = proc.stdout.read()
+        # wait4 gives this child's own peak RSS (KiB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        j = json.loads(r.stdout)
+        if status != 0:
+            raise SystemExit(f"rvc-index train failed with status {status}")
+        peak_kib = usage.ru_maxrss
+        j = json.loads(out)
         j["wall_s"] = wall
-        # ru_maxrss of children is the largest of any child so far.
-        j["peak_rss_mib"] = peak_kib / 1024 if peak_kib > before else float("nan")
+        j["peak_rss_mib"] = peak_kib / 1024
         return j
 
 
