@@ -67,6 +67,20 @@ pub trait Backend: Send + Sync {
         Ok(knn::knn(x, y, k, metric))
     }
 
+    /// Search a whole index (coarse search, list scan, refine) on this
+    /// backend, or `None` to let `index::search::search_index` run its host
+    /// path (which still calls `knn` for the coarse search). `nprobe`
+    /// overrides the value stored in the index.
+    fn search_index(
+        &self,
+        _index: &crate::faiss::Index,
+        _queries: ArrayView2<f32>,
+        _k: usize,
+        _nprobe: Option<usize>,
+    ) -> Option<Result<knn::Neighbours>> {
+        None
+    }
+
     /// α-query-expansion of the rows of `q` (already L2-normalised) from
     /// their neighbours `ids` (rows of `db`, normalised; -1 = none): the
     /// weights are `max(q·db_j, 0)^alpha`, the weighted sum is L2-normalised

@@ -259,6 +259,9 @@ pub fn search_index(
             index.d()
         )));
     }
+    if let Some(found) = backend.search_index(index, queries, k, nprobe) {
+        return found;
+    }
     let metric = index.metric();
     match index {
         Index::Flat(f) => {
