@@ -30,7 +30,7 @@ it is removed from the environment of the rvc-index child process.
 
 Example:
   OPENBLAS_CORETYPE=SkylakeX python3 benches/compare_mbk.py --n 1000000 --d 256 \
-      --k 10000 --methods mirror,sklearn,faiss --json /tmp/mbk_1m.json
+      --k 10000 --methods mirror,sklearn,faiss --json /tmp/mbk_1m.json --png /tmp/mbk_1m.png
 """
 
 import argparse
@@ -233,7 +233,14 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--binary", default=os.path.join(HERE, "..", "target", "release", "rvc-index"))
     p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None, help="inertia-versus-time chart (needs matplotlib)")
+    p.add_argument("--plot-only", default=None, metavar="JSON",
+                   help="draw --png from an earlier --json result and exit")
     a = p.parse_args()
+    if a.plot_only:
+        with open(a.plot_only) as f:
+            plot(json.load(f), a.png or a.plot_only.replace(".json", ".png"))
+        return
 
     t = time.perf_counter()
     x = make_data(a)
@@ -300,6 +307,38 @@ def main():
               file=sys.stderr)
     if not a.json:
         print(s)
+    if a.png:
+        plot(res, a.png)
+
+
+def plot(res, path):
+    """Each method's curve (per-batch or per-iteration inertia per row against
+    fit time) and, as a dot at its fit time, the final inertia over all rows."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, r in enumerate(res["runs"]):
+        colour = f"C{i}"
+        cv = r["curve"]
+        if cv:
+            ax.plot([max(t, 1e-2) for t, _, _ in cv], [v for _, _, v in cv], color=colour,
+                    lw=1, alpha=0.6)
+        ax.plot([max(r["fit_s"], 1e-2)], [r["inertia_per_row"]], "o", color=colour,
+                label=f"{r['method']}: {r['inertia_per_row']:.1f}/row in {r['fit_s']:.1f} s")
+    ax.axhline(res["random_rows_inertia_per_row"], color="grey", ls=":",
+               label=f"random rows {res['random_rows_inertia_per_row']:.1f}")
+    finals = [r["inertia_per_row"] for r in res["runs"]]
+    lo, hi = min(finals + [res["random_rows_inertia_per_row"]]), max(finals + [res["random_rows_inertia_per_row"]])
+    ax.set_ylim(lo * 0.9, hi * 1.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("fit time [s] (log)")
+    ax.set_ylabel("inertia per row (line: running estimate; dot: final, all rows)")
+    ax.set_title(f"{res['data']} {res['n']}x{res['d']} -> K={res['k']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    log(f"chart: {path}")
 
 
 if __name__ == "__main__":

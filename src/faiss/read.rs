@@ -640,21 +640,7 @@ fn check_lists<R: Read>(
 fn parse_ivf_flat<R: Read>(rd: &mut Rd<R>) -> Result<IvfFlat> {
     let (ivf, h, nlist, nlist_off) = parse_ivf_common(rd)?;
     let dm_array_off = dm_array_offset(rd, &ivf);
-    let il_off = rd.pos;
-    let ilf = rd.fourcc("invlists fourcc")?;
-    if &ilf != b"ilar" {
-        return Err(invlists_error(rd, il_off, &ilf, "IwFl needs ilar lists"));
-    }
-    rd.ctx.push("invlists(ilar)".into());
-    let off = rd.pos;
-    let n2 = rd.u64("nlist")?;
-    if n2 != nlist {
-        return Err(rd.fail(
-            off,
-            "nlist",
-            format!("{n2} lists but the IVF index has nlist = {nlist} (at byte {nlist_off})"),
-        ));
-    }
+    invlists_header(rd, b"ilar", "IwFl needs ilar lists", nlist, nlist_off)?;
     let off = rd.pos;
     let code_size = rd.u64("code_size")?;
     if code_size != 4 * h.d as u64 {
@@ -816,6 +802,33 @@ fn dm_array_offset<R: Read>(rd: &Rd<R>, ivf: &Ivf) -> u64 {
     rd.pos - array_bytes - 8
 }
 
+/// The inverted lists' fourcc (`want`) and list count (must equal the IVF
+/// header's `nlist`); pushes the lists' context for later error messages.
+fn invlists_header<R: Read>(
+    rd: &mut Rd<R>,
+    want: &[u8; 4],
+    need: &str,
+    nlist: u64,
+    nlist_off: u64,
+) -> Result<()> {
+    let il_off = rd.pos;
+    let ilf = rd.fourcc("invlists fourcc")?;
+    if &ilf != want {
+        return Err(invlists_error(rd, il_off, &ilf, need));
+    }
+    rd.ctx.push(format!("invlists({})", fourcc_str(want)));
+    let off = rd.pos;
+    let n2 = rd.u64("nlist")?;
+    if n2 != nlist {
+        return Err(rd.fail(
+            off,
+            "nlist",
+            format!("{n2} lists but the IVF index has nlist = {nlist} (at byte {nlist_off})"),
+        ));
+    }
+    Ok(())
+}
+
 fn invlists_error<R: Read>(rd: &Rd<R>, off: u64, f: &[u8; 4], need: &str) -> Error {
     if f.iter().all(|b| b.is_ascii_alphanumeric()) {
         rd.unsupported(off, f, &format!(" ({need})"))
@@ -892,21 +905,7 @@ fn parse_ivf_pqfs<R: Read>(rd: &mut Rd<R>) -> Result<IvfPqFs> {
         ));
     }
     let block_size = fastscan::block_size(bbs, m2 as usize) as u64;
-    let il_off = rd.pos;
-    let ilf = rd.fourcc("invlists fourcc")?;
-    if &ilf != b"ilbl" {
-        return Err(invlists_error(rd, il_off, &ilf, "IwPf needs ilbl lists"));
-    }
-    rd.ctx.push("invlists(ilbl)".into());
-    let off = rd.pos;
-    let n2 = rd.u64("nlist")?;
-    if n2 != nlist {
-        return Err(rd.fail(
-            off,
-            "nlist",
-            format!("{n2} lists but the IVF index has nlist = {nlist} (at byte {nlist_off})"),
-        ));
-    }
+    invlists_header(rd, b"ilbl", "IwPf needs ilbl lists", nlist, nlist_off)?;
     let _code_size = rd.u64("code_size")?; // faiss writes -1 and ignores it
     let off = rd.pos;
     let npb = rd.u64("n_per_block")?;
