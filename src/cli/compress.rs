@@ -71,6 +71,9 @@ struct Summary {
     load_seconds: f64,
     backend: crate::compute::BackendInfo,
     fit: FitSummary,
+    /// Assignment work of the fit (2·rows assigned·K·D flops) per second of
+    /// fitting time: what the backend sustained, set-up and updates included.
+    assign_gflop_per_s: f64,
     /// Σ over all rows of the squared distance to the nearest centre.
     inertia: Option<f64>,
     inertia_per_row: Option<f64>,
@@ -186,6 +189,12 @@ pub fn run(a: &CompressArgs) -> Result<()> {
             files: files.len(),
             load_seconds,
             backend: backend.info(),
+            assign_gflop_per_s: 2.0
+                * r.summary.rows_assigned as f64
+                * a.k as f64
+                * x.ncols() as f64
+                / r.summary.fit_seconds.max(1e-9)
+                / 1e9,
             fit: r.summary,
             inertia,
             inertia_per_row: inertia.map(|v| v / n as f64),
