@@ -195,9 +195,7 @@ impl Mixture {
         let x = out
             .as_slice_mut()
             .expect("sample_into needs a C-contiguous output");
-        for v in x.iter_mut() {
-            *v = rng.standard_normal_f32();
-        }
+        rng.fill_standard_normal_f32(x);
         let a = self.a.as_slice().expect("A is C-contiguous");
         x.par_chunks_mut(GEMM_ROWS * d)
             .zip(z.par_chunks(GEMM_ROWS * r))
@@ -306,6 +304,65 @@ pub fn utterance_lengths(n: usize, seed: u64) -> Vec<usize> {
         c += l;
     }
     out.retain(|&l| l > 0);
+    out
+}
+
+/// The harness's cache folder name for its default mixture
+/// (`synthetic_key`: `syn_n{n}_d{d}_s{seed}_` + the first 10 hex digits of
+/// the SHA-1 of `json.dumps([GEN_VERSION, n, d, seed, centers, super, latent])`),
+/// so its cached utterance files can be found and reused.
+pub fn cache_key(n: usize, d: usize, seed: u64) -> String {
+    let json = format!("[1, {n}, {d}, {seed}, {CENTERS}, {SUPER_CENTERS}, {LATENT}]");
+    let h = sha1(json.as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("syn_n{n}_d{d}_s{seed}_{}", &hex[..10])
+}
+
+/// SHA-1 (FIPS 180-4), only for `cache_key`'s short inputs.
+fn sha1(msg: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut data = msg.to_vec();
+    data.push(0x80);
+    while data.len() % 64 != 56 {
+        data.push(0);
+    }
+    data.extend_from_slice(&((msg.len() as u64) * 8).to_be_bytes());
+    for block in data.chunks_exact(64) {
+        let mut w = [0u32; 80];
+        for (i, c) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, &wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+    }
     out
 }
 

@@ -104,7 +104,8 @@ for ci, (seed, stream) in enumerate(cases):
             "normal",
             (0..100_000).map(|_| g.standard_normal()).collect(),
         );
-        let ours: Vec<f32> = (0..200_001).map(|_| g.standard_normal_f32()).collect();
+        let mut ours = vec![0f32; 200_001];
+        g.fill_standard_normal_f32(&mut ours);
         let theirs: Vec<f32> = load1(d, &name("normal_f32"));
         let bad = ours
             .iter()
@@ -366,3 +367,54 @@ fn chunks_do_not_depend_on_threads() {
 }
 
 const GEN: usize = synthetic::GEN_CHUNK;
+
+#[test]
+fn cache_key_matches_harness() {
+    // Folder names the harness itself created (its cache listing).
+    assert_eq!(
+        synthetic::cache_key(200_000, 768, 0),
+        "syn_n200000_d768_s0_a2e0e02b6f"
+    );
+    assert_eq!(
+        synthetic::cache_key(50_000, 768, 0),
+        "syn_n50000_d768_s0_b6a7a688f3"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let body = r#"
+import argparse
+with open(os.path.join(out, "keys.txt"), "w") as f:
+    for n, d, seed in [(1, 1, 0), (123456, 256, 7), (10**7, 768, 2**40)]:
+        a = argparse.Namespace(n=n, d=d, seed=seed, centers=4096, super_centers=64, latent=48)
+        f.write(fb.synthetic_key(a) + "\n")
+"#;
+    if !py(body, tmp.path()) {
+        return;
+    }
+    let keys = std::fs::read_to_string(tmp.path().join("keys.txt")).unwrap();
+    let ours: Vec<String> = [(1, 1, 0), (123_456, 256, 7), (10_000_000, 768, 1u64 << 40)]
+        .iter()
+        .map(|&(n, d, s)| synthetic::cache_key(n, d, s))
+        .collect();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), ours);
+}
+
+#[test]
+fn normal_f32_fill_equals_single_draws() {
+    for seed in 0..4u64 {
+        for skip in 0..3 {
+            for len in [0usize, 1, 2, 3, 1000, 100_001] {
+                let mut a = Generator::new(&[seed, 77]);
+                let mut b = a.clone();
+                for _ in 0..skip {
+                    assert_eq!(a.next_u32(), b.next_u32());
+                }
+                let mut fill = vec![0f32; len];
+                a.fill_standard_normal_f32(&mut fill);
+                let single: Vec<f32> = (0..len).map(|_| b.standard_normal_f32()).collect();
+                assert_eq!(fill, single, "seed {seed} skip {skip} len {len}");
+                assert_eq!(a.next_u32(), b.next_u32());
+                assert_eq!(a.next_u64(), b.next_u64());
+            }
+        }
+    }
+}

@@ -205,37 +205,93 @@ impl Generator {
     pub fn standard_normal_f32(&mut self) -> f32 {
         loop {
             let r = self.next_u32();
-            let idx = (r & 0xff) as usize;
-            let sign = (r >> 8) & 1;
-            let rabs = (r >> 9) & 0x007f_ffff;
-            let mut x = rabs as f32 * WI_FLOAT[idx];
-            if sign == 1 {
-                x = -x;
-            }
-            if rabs < KI_FLOAT[idx] {
+            if let Some(x) = self.normal_f32_from(r) {
                 return x;
             }
-            if idx == 0 {
-                loop {
-                    let xx = -ZIGGURAT_NOR_INV_R_F * (-self.next_float()).ln_1p();
-                    let yy = -(-self.next_float()).ln_1p();
-                    if yy + yy > xx * xx {
-                        return if (rabs >> 8) & 1 == 1 {
-                            -(ZIGGURAT_NOR_R_F + xx)
-                        } else {
-                            ZIGGURAT_NOR_R_F + xx
-                        };
-                    }
-                }
-            } else {
-                // C promotes the comparison to double: exp(-0.5 * x * x)
-                // with a double literal.
-                let lhs = (FI_FLOAT[idx - 1] - FI_FLOAT[idx]) * self.next_float() + FI_FLOAT[idx];
-                let xd = x as f64;
-                if (lhs as f64) < (-0.5 * xd * xd).exp() {
-                    return x;
+        }
+    }
+
+    /// One ziggurat attempt from the 32-bit draw `r`: the value, or None
+    /// when NumPy rejects it and starts over with a fresh draw.
+    #[inline(always)]
+    fn normal_f32_from(&mut self, r: u32) -> Option<f32> {
+        let idx = (r & 0xff) as usize;
+        let sign = (r >> 8) & 1;
+        let rabs = (r >> 9) & 0x007f_ffff;
+        let mut x = rabs as f32 * WI_FLOAT[idx];
+        if sign == 1 {
+            x = -x;
+        }
+        if rabs < KI_FLOAT[idx] {
+            return Some(x);
+        }
+        self.normal_f32_unlikely(idx, rabs, x)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn normal_f32_unlikely(&mut self, idx: usize, rabs: u32, x: f32) -> Option<f32> {
+        if idx == 0 {
+            loop {
+                let xx = -ZIGGURAT_NOR_INV_R_F * (-self.next_float()).ln_1p();
+                let yy = -(-self.next_float()).ln_1p();
+                if yy + yy > xx * xx {
+                    return Some(if (rabs >> 8) & 1 == 1 {
+                        -(ZIGGURAT_NOR_R_F + xx)
+                    } else {
+                        ZIGGURAT_NOR_R_F + xx
+                    });
                 }
             }
+        }
+        // C promotes the comparison to double: exp(-0.5 * x * x) with a
+        // double literal.
+        let lhs = (FI_FLOAT[idx - 1] - FI_FLOAT[idx]) * self.next_float() + FI_FLOAT[idx];
+        let xd = x as f64;
+        ((lhs as f64) < (-0.5 * xd * xd).exp()).then_some(x)
+    }
+
+    /// `out[i] = standard_normal_f32()` in order, with both halves of each
+    /// 64-bit output handled in registers while the draws are accepted at
+    /// once (the rare slow path goes through the generator state).
+    pub fn fill_standard_normal_f32(&mut self, out: &mut [f32]) {
+        let n = out.len();
+        let mut i = 0;
+        'outer: while i < n {
+            if self.has_uint32 || i + 2 > n {
+                out[i] = self.standard_normal_f32();
+                i += 1;
+                continue;
+            }
+            let mut state = self.state;
+            let inc = self.inc;
+            while i + 2 <= n {
+                state = state.wrapping_mul(PCG_MULT).wrapping_add(inc);
+                let v = ((state >> 64) as u64 ^ state as u64).rotate_right((state >> 122) as u32);
+                let (lo, hi) = (v as u32, (v >> 32) as u32);
+                let (ilo, ihi) = ((lo & 0xff) as usize, (hi & 0xff) as usize);
+                let (alo, ahi) = ((lo >> 9) & 0x007f_ffff, (hi >> 9) & 0x007f_ffff);
+                if alo < KI_FLOAT[ilo] && ahi < KI_FLOAT[ihi] {
+                    let xl = alo as f32 * WI_FLOAT[ilo];
+                    let xh = ahi as f32 * WI_FLOAT[ihi];
+                    out[i] = if (lo >> 8) & 1 == 1 { -xl } else { xl };
+                    out[i + 1] = if (hi >> 8) & 1 == 1 { -xh } else { xh };
+                    i += 2;
+                    continue;
+                }
+                // Hand the draw back to the generator as NumPy's buffer would
+                // hold it and finish this value the slow way.
+                self.state = state;
+                self.has_uint32 = true;
+                self.uinteger = hi;
+                out[i] = match self.normal_f32_from(lo) {
+                    Some(x) => x,
+                    None => self.standard_normal_f32(),
+                };
+                i += 1;
+                continue 'outer;
+            }
+            self.state = state;
         }
     }
 
