@@ -11,6 +11,7 @@ pub mod io;
 pub mod metric;
 pub mod progress;
 pub mod qe;
+pub mod synthetic;
 pub mod testing;
 pub mod train;
 
