@@ -2,6 +2,7 @@
 //! voice models, with WGSL compute kernels (wgpu) and a native CPU backend.
 
 pub mod batch;
+pub mod benchmark;
 pub mod cli;
 pub mod compute;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod io;
 pub mod metric;
 pub mod progress;
 pub mod qe;
+pub mod synthetic;
 pub mod testing;
 pub mod train;
 
