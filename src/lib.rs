@@ -2,6 +2,7 @@
 //! voice models, with WGSL compute kernels (wgpu) and a native CPU backend.
 
 pub mod batch;
+pub mod benchmark;
 pub mod cli;
 pub mod compute;
 pub mod error;

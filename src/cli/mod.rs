@@ -1,6 +1,7 @@
 //! Command-line front end: one module per subcommand.
 
 pub mod batch;
+pub mod bench;
 pub mod blend;
 pub mod build;
 pub mod compress;
@@ -91,6 +92,10 @@ pub enum Command {
     /// Compress a feature matrix to K mini-batch k-means centres (what RVC
     /// does above 200000 rows), with a fixed, seeded amount of work.
     Compress(compress::CompressArgs),
+    /// Time every stage of the index pipeline (load, compress, train, add,
+    /// search, refine, expand) with recall against exact search, as the faiss
+    /// baseline harness does, for a side-by-side comparison.
+    Bench(bench::BenchArgs),
 }
 
 /// Print a JSON value on stdout.
@@ -112,6 +117,7 @@ pub fn run() -> i32 {
         Command::Search(a) => search::run(&a).map(|()| true),
         Command::Blend(a) => blend::run(&a).map(|()| true),
         Command::Compress(a) => compress::run(&a).map(|()| true),
+        Command::Bench(a) => bench::run(&a).map(|()| true),
     };
     match r {
         Ok(true) => 0,

@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+
+use crate::benchmark::{self, BenchConfig, DataSource, StageSet};
+use crate::compute::{self, DeviceChoice};
+use crate::index::Factory;
+use crate::progress::Progress;
+use crate::qe::QeParams;
+use crate::train::minibatch::Compress;
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  rvc-index bench --data logs/myvoice\n  \
+rvc-index bench --synthetic 50000,768 --nprobe 1,4,16 --json bench.json\n  \
+rvc-index bench --data feats.npy --factory IVF{auto},Flat --factory Flat --repeat 3\n\n\
+Stages, as benches/faiss_baseline.py runs them: load (read the .npy files and shuffle the rows \
+as `train` does), compress (mini-batch k-means to 10000 centres when more than 200000 rows \
+remain, as RVC does), exact (exhaustive search: the ground truth), then per index kind: train \
+(coarse k-means; train_pq: the PQ codebooks), add, serialize (the faiss file's size), coarse \
+(the queries' nearest lists), search per nprobe (for RFlat kinds also base_search and refine = \
+search - base_search), and expand (alpha query expansion of the rows against all rows).\n\n\
+With --data, the first min(--queries, N/10) shuffled rows are the queries and are removed from \
+the database; with --synthetic, the queries are a separate draw of the same generator.\n\n\
+Times are wall-clock seconds. Every backend call returns its results to the host, so on a GPU a \
+stage's time includes the final readback. GFLOP/s counts the nominal work of the distance \
+computations (2*N*K*D per k-means iteration or assignment pass, 2*nq*nlist*D for the coarse \
+search, 2*nq*N*D for exact search and expansion), also where bounds skip part of it. Recall is \
+against the exact search: R1@1 (true nearest ranked first), R1@k (true nearest among the k), \
+Rk@k (overlap of the k results with the true k). Peak memory is VmHWM, reset before each stage.")]
+pub struct BenchArgs {
+    /// Real data: an experiment folder (logs/<exp>), a folder of .npy files, or one .npy file.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub data: Option<PathBuf>,
+    /// Synthetic RVC-like data as the faiss baseline harness generates it: N,D[,SEED].
+    #[arg(long, value_name = "N,D[,SEED]")]
+    pub synthetic: Option<String>,
+    /// Index kind (repeatable); default: IVF{auto},Flat and IVF{auto},PQ{D/2}x4fs,RFlat.
+    #[arg(long = "factory")]
+    pub factories: Vec<Factory>,
+    /// Lists probed per query, one search per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub nprobe: Vec<usize>,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 8)]
+    pub k: usize,
+    /// Query rows.
+    #[arg(long, default_value_t = 10_000)]
+    pub queries: usize,
+    /// Run every stage this many times; the table shows min and median.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Expand only the first N rows (the neighbour search still covers all
+    /// rows); the JSON adds the time extrapolated to all rows.
+    #[arg(long, value_name = "N")]
+    pub qe_rows: Option<usize>,
+    /// Query expansion parameters.
+    #[arg(long, default_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
+    pub qe: QeParams,
+    /// Seed of the row shuffle and of the compression (and of --synthetic without SEED).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Compression to mini-batch k-means centres: auto (RVC: above 200000 rows), off, or K.
+    #[arg(long, default_value = "auto", value_parser = Compress::parse)]
+    pub compress: Compress,
+    /// Stages to run (load and compress always run): train,add,search,expand.
+    #[arg(long, default_value = "train,add,search,expand")]
+    pub stages: String,
+    /// Where the arithmetic runs: `auto` takes a real GPU when there is one,
+    /// else the CPU; `gpu` also accepts software adapters such as lavapipe.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Also write the results as JSON to OUT (`-` or no value: stdout, the table then goes to stderr).
+    #[arg(long, value_name = "OUT", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    pub fn config(&self) -> Result<BenchConfig> {
+        let data = match (&self.data, &self.synthetic) {
+            (Some(p), _) => DataSource::Path(p.clone()),
+            (None, Some(s)) => DataSource::parse_synthetic(s, self.seed)?,
+            (None, None) => {
+                return Err(Error::Invalid("give --data or --synthetic".into()));
+            }
+        };
+        let mut c = BenchConfig::new(data);
+        c.factories = self.factories.clone();
+        c.nprobe = self.nprobe.clone();
+        c.k = self.k;
+        c.queries = self.queries;
+        c.repeat = self.repeat;
+        c.qe_rows = self.qe_rows;
+        c.qe = self.qe.clone();
+        c.seed = self.seed;
+        c.compress = self.compress;
+        c.stages = StageSet::parse(&self.stages)?;
+        c.check()?;
+        Ok(c)
+    }
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let cfg = a.config()?;
+    let progress = Progress::new(a.quiet, false);
+    let backend = compute::select_backend(a.device)?;
+    let report = benchmark::run(backend.as_ref(), &cfg, &progress)?;
+    let json_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let table = |out: &mut dyn std::io::Write| {
+        benchmark::print_table(&report, out).map_err(|e| Error::io("<stdout>", e))
+    };
+    if json_stdout {
+        table(&mut std::io::stderr())?;
+        super::print_json(&report)?;
+    } else {
+        table(&mut std::io::stdout())?;
+        if let Some(path) = &a.json {
+            let s =
+                serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
+            crate::io::write_atomic(path, |w| {
+                std::io::Write::write_all(w, format!("{s}\n").as_bytes())
+            })?;
+        }
+    }
+    Ok(())
+}
