@@ -7,7 +7,10 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
+use std::time::Instant;
+
 use super::pq::KSUB;
+use super::scan::{self, Isa, PqTop, Top};
 use crate::compute::Backend;
 use crate::compute::knn::{Neighbours, TopK, collect};
 use crate::faiss::ProductQuantizer;
@@ -29,7 +32,9 @@ fn key(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// The lists each query probes, nearest first.
+/// The lists each query probes, nearest first (-1 where there are fewer
+/// lists than `nprobe`). One probe is a plain assignment (`Backend::assign`,
+/// ties to the lower list as faiss's coarse search).
 pub fn coarse(
     backend: &dyn Backend,
     centroids: ArrayView2<f32>,
@@ -37,14 +42,208 @@ pub fn coarse(
     nprobe: usize,
     metric: Metric,
 ) -> Result<Array2<i64>> {
+    let nq = queries.nrows();
+    if centroids.nrows() == 0 {
+        return Ok(Array2::from_elem((nq, nprobe.max(1)), -1));
+    }
+    if nprobe <= 1 {
+        let a = backend.assign(queries, centroids, metric)?;
+        let labels = a.labels.into_iter().map(i64::from).collect();
+        return Ok(Array2::from_shape_vec((nq, 1), labels).expect("one label per query"));
+    }
     Ok(backend
-        .knn(
-            queries,
-            centroids,
-            nprobe.min(centroids.nrows()).max(1),
-            metric,
-        )?
+        .knn(queries, centroids, nprobe.min(centroids.nrows()), metric)?
         .ids)
+}
+
+/// Seconds spent in each search stage (summed over nested searches).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StageTimes {
+    /// Coarse quantizer: the lists each query probes.
+    pub coarse: f64,
+    /// Look-up tables, list scans and the per-query top-k.
+    pub scan: f64,
+    /// Exact re-ranking (RFlat).
+    pub refine: f64,
+}
+
+/// Partial results of one (query, probe) pair are kept in a slot; a batch of
+/// queries is sized so that `slots × k` stays below this many entries.
+const SLOT_BUDGET: usize = 1 << 22;
+/// Bytes of PQ look-up tables per batch of queries.
+const LUT_BUDGET: usize = 1 << 26;
+
+/// Queries grouped by probed list: list `l` is probed by slots
+/// `members[start[l]..start[l + 1]]` (slot = query · nprobe + rank, query
+/// relative to the batch), queries ascending.
+struct Groups {
+    start: Vec<usize>,
+    members: Vec<u32>,
+    /// Lists with at least one query, most work first.
+    order: Vec<usize>,
+}
+
+impl Groups {
+    fn new(probes: ArrayView2<i64>, nlist: usize, list_len: impl Fn(usize) -> usize) -> Groups {
+        let mut count = vec![0usize; nlist + 1];
+        for &l in probes.iter() {
+            if l >= 0 && (l as usize) < nlist {
+                count[l as usize + 1] += 1;
+            }
+        }
+        for l in 0..nlist {
+            count[l + 1] += count[l];
+        }
+        let start = count.clone();
+        let mut members = vec![0u32; start[nlist]];
+        for (slot, &l) in probes.iter().enumerate() {
+            if l >= 0 && (l as usize) < nlist {
+                members[count[l as usize]] = slot as u32;
+                count[l as usize] += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..nlist).filter(|&l| start[l + 1] > start[l]).collect();
+        order.sort_by_key(|&l| std::cmp::Reverse((start[l + 1] - start[l]) * list_len(l).max(1)));
+        Groups {
+            start,
+            members,
+            order,
+        }
+    }
+
+    fn of(&self, l: usize) -> &[u32] {
+        &self.members[self.start[l]..self.start[l + 1]]
+    }
+}
+
+/// A buffer that parallel tasks write at disjoint places.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// SAFETY: no two live slices may overlap, and `at + len` is in bounds.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+fn empty(nq: usize, metric: Metric) -> Neighbours {
+    Neighbours {
+        ids: Array2::from_elem((nq, 0), -1),
+        scores: Array2::from_elem((nq, 0), metric.worst()),
+    }
+}
+
+/// Search IVF-Flat lists: every probed list is scanned once for all the
+/// queries that probe it (SIMD tiles, see `scan`), in parallel over lists;
+/// the partial top-k of each (query, probe) are then merged in probe order,
+/// which gives exactly the one-query-at-a-time result.
+#[allow(clippy::too_many_arguments)]
+pub fn search_flat(
+    backend: &dyn Backend,
+    centroids: ArrayView2<f32>,
+    lists: &[List<'_, f32>],
+    metric: Metric,
+    queries: ArrayView2<f32>,
+    k: usize,
+    nprobe: usize,
+    times: &mut StageTimes,
+) -> Result<Neighbours> {
+    let (nq, d) = queries.dim();
+    if k == 0 {
+        return Ok(empty(nq, metric));
+    }
+    let t = Instant::now();
+    let probes = coarse(backend, centroids, queries, nprobe, metric)?;
+    times.coarse += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let isa = Isa::from_env();
+    let queries = queries.as_standard_layout();
+    let qs = queries.as_slice().expect("standard layout");
+    let np = probes.ncols();
+    let mut ids = Array2::from_elem((nq, k), -1i64);
+    let mut scores = Array2::from_elem((nq, k), metric.worst());
+    let batch = (SLOT_BUDGET / (np * k).max(1)).max(1);
+    let (ids_all, scores_all) = (
+        ids.as_slice_mut().expect("contiguous"),
+        scores.as_slice_mut().expect("contiguous"),
+    );
+    for b0 in (0..nq).step_by(batch) {
+        let bn = batch.min(nq - b0);
+        let groups = Groups::new(
+            probes.slice(ndarray::s![b0..b0 + bn, ..]),
+            lists.len(),
+            |l| lists[l].ids.len(),
+        );
+        let nslot = bn * np;
+        let mut keys = vec![0f32; nslot * k];
+        let mut sids = vec![-1i64; nslot * k];
+        let mut lens = vec![0usize; nslot];
+        let (kp, ip, lp) = (
+            Shared(keys.as_mut_ptr()),
+            Shared(sids.as_mut_ptr()),
+            Shared(lens.as_mut_ptr()),
+        );
+        groups.order.par_iter().for_each_init(
+            || (Vec::<Top>::new(), Vec::<&[f32]>::new()),
+            |(tops, qv), &l| {
+                let members = groups.of(l);
+                let list = &lists[l];
+                tops.iter_mut().for_each(Top::clear);
+                tops.resize_with(members.len(), || Top::new(k));
+                tops.truncate(members.len());
+                qv.clear();
+                qv.extend(members.iter().map(|&s| {
+                    let q = b0 + s as usize / np;
+                    &qs[q * d..(q + 1) * d]
+                }));
+                scan::scan_flat(
+                    isa,
+                    metric,
+                    qv,
+                    d,
+                    list.ids.len(),
+                    |i| &list.codes[i * d..(i + 1) * d],
+                    |i| list.ids[i],
+                    tops,
+                );
+                for (top, &s) in tops.iter().zip(members) {
+                    let s = s as usize;
+                    // SAFETY: slots are disjoint (one per query and probe),
+                    // and each is written by the one task of its list.
+                    unsafe {
+                        kp.slice(s * k, top.keys.len()).copy_from_slice(&top.keys);
+                        ip.slice(s * k, top.ids.len()).copy_from_slice(&top.ids);
+                        lp.slice(s, 1)[0] = top.keys.len();
+                    }
+                }
+            },
+        );
+        ids_all[b0 * k..(b0 + bn) * k]
+            .par_chunks_mut(k)
+            .zip(scores_all[b0 * k..(b0 + bn) * k].par_chunks_mut(k))
+            .enumerate()
+            .for_each(|(q, (ids_q, scores_q))| {
+                let mut top = Top::new(k);
+                for s in q * np..(q + 1) * np {
+                    for e in s * k..s * k + lens[s] {
+                        top.push(keys[e], sids[e]);
+                    }
+                }
+                for (r, (&key, &id)) in top.keys.iter().zip(&top.ids).enumerate() {
+                    ids_q[r] = id;
+                    scores_q[r] = match metric {
+                        Metric::L2 => key,
+                        Metric::InnerProduct => -key,
+                    };
+                }
+            });
+    }
+    times.scan += t.elapsed().as_secs_f64();
+    Ok(Neighbours { ids, scores })
 }
 
 /// `f(i, query_i)` for every query in parallel.
@@ -58,8 +257,9 @@ fn per_query(queries: ArrayView2<f32>, f: impl Fn(usize, &[f32]) -> TopK + Sync)
         .collect()
 }
 
-/// Search IVF-Flat lists.
-pub fn search_flat(
+/// Scalar reference of [`search_flat`]: one query at a time, every probed
+/// list scanned in probe order.
+pub fn search_flat_reference(
     backend: &dyn Backend,
     centroids: ArrayView2<f32>,
     lists: &[List<'_, f32>],
@@ -139,11 +339,11 @@ pub fn quantize_lut(t: &[f32], m: usize) -> QuantizedLut {
     QuantizedLut { table, a, b }
 }
 
-/// Search 4-bit fast-scan lists (`codes` = the packed blocks of `bbs`
-/// entries) as faiss does: scores from the 8-bit quantised table, so the
+/// Scalar reference of [`search_pq`], one query at a time: search 4-bit
+/// fast-scan lists (`codes` = the packed blocks of `bbs` entries) as faiss does: scores from the 8-bit quantised table, so the
 /// candidates and distances are faiss's up to float rounding of the table.
 #[allow(clippy::too_many_arguments)]
-pub fn search_pq(
+pub fn search_pq_reference(
     backend: &dyn Backend,
     centroids: ArrayView2<f32>,
     pq: &ProductQuantizer,
@@ -239,6 +439,115 @@ fn scan_blocks(
     }
 }
 
+/// Search 4-bit fast-scan lists as faiss does (8-bit quantised tables,
+/// 16-bit sums, ties by id), each probed list scanned once for all its
+/// queries with SIMD shuffles (see `scan`), in parallel over lists. Falls
+/// back to [`search_pq_reference`] for block sizes other than 32 and ids
+/// outside `0..2⁴⁸`.
+#[allow(clippy::too_many_arguments)]
+pub fn search_pq(
+    backend: &dyn Backend,
+    centroids: ArrayView2<f32>,
+    pq: &ProductQuantizer,
+    bbs: usize,
+    lists: &[List<'_, u8>],
+    metric: Metric,
+    queries: ArrayView2<f32>,
+    k: usize,
+    nprobe: usize,
+    times: &mut StageTimes,
+) -> Result<Neighbours> {
+    let (nq, d) = queries.dim();
+    if k == 0 {
+        return Ok(empty(nq, metric));
+    }
+    let packable = lists.iter().all(|l| {
+        l.ids
+            .iter()
+            .all(|&id| (0..=scan::MAX_PACKED_ID).contains(&id))
+    });
+    if bbs != 32 || !packable {
+        let t = Instant::now();
+        let r = search_pq_reference(
+            backend, centroids, pq, bbs, lists, metric, queries, k, nprobe,
+        );
+        times.scan += t.elapsed().as_secs_f64();
+        return r;
+    }
+    let t = Instant::now();
+    let probes = coarse(backend, centroids, queries, nprobe, metric)?;
+    times.coarse += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let isa = Isa::from_env();
+    let ip = metric == Metric::InnerProduct;
+    let queries = queries.as_standard_layout();
+    let qs = queries.as_slice().expect("standard layout");
+    let np = probes.ncols();
+    let m2 = pq.m + (pq.m & 1);
+    let mut ids = Array2::from_elem((nq, k), -1i64);
+    let mut scores = Array2::from_elem((nq, k), metric.worst());
+    let batch = (SLOT_BUDGET / (np * k).max(1))
+        .min(LUT_BUDGET / (m2 * KSUB).max(1))
+        .max(1);
+    let (ids_all, scores_all) = (
+        ids.as_slice_mut().expect("contiguous"),
+        scores.as_slice_mut().expect("contiguous"),
+    );
+    for b0 in (0..nq).step_by(batch) {
+        let bn = batch.min(nq - b0);
+        let tables = scan::pq_tables(pq, &qs[b0 * d..(b0 + bn) * d], metric);
+        let groups = Groups::new(
+            probes.slice(ndarray::s![b0..b0 + bn, ..]),
+            lists.len(),
+            |l| lists[l].ids.len(),
+        );
+        let nslot = bn * np;
+        let mut keys = vec![0u64; nslot * k];
+        let mut lens = vec![0usize; nslot];
+        let (kp, lp) = (Shared(keys.as_mut_ptr()), Shared(lens.as_mut_ptr()));
+        groups.order.par_iter().for_each_init(
+            || (Vec::<PqTop>::new(), Vec::<&[u8]>::new()),
+            |(tops, lv), &l| {
+                let members = groups.of(l);
+                let list = &lists[l];
+                tops.iter_mut().for_each(PqTop::clear);
+                tops.resize_with(members.len(), || PqTop::new(k));
+                tops.truncate(members.len());
+                lv.clear();
+                lv.extend(members.iter().map(|&s| tables.lut(s as usize / np)));
+                scan::scan_pq(isa, ip, lv, m2, list.codes, list.ids.len(), list.ids, tops);
+                for (top, &s) in tops.iter().zip(members) {
+                    let s = s as usize;
+                    // SAFETY: slots are disjoint (one per query and probe).
+                    unsafe {
+                        kp.slice(s * k, top.keys.len()).copy_from_slice(&top.keys);
+                        lp.slice(s, 1)[0] = top.keys.len();
+                    }
+                }
+            },
+        );
+        ids_all[b0 * k..(b0 + bn) * k]
+            .par_chunks_mut(k)
+            .zip(scores_all[b0 * k..(b0 + bn) * k].par_chunks_mut(k))
+            .enumerate()
+            .for_each_init(Vec::new, |all, (q, (ids_q, scores_q))| {
+                all.clear();
+                for s in q * np..(q + 1) * np {
+                    all.extend_from_slice(&keys[s * k..s * k + lens[s]]);
+                }
+                all.sort_unstable();
+                all.dedup();
+                for (r, &key) in all.iter().take(k).enumerate() {
+                    let (sum, id) = scan::pq_unkey(key, ip);
+                    ids_q[r] = id;
+                    scores_q[r] = tables.distance(q, sum);
+                }
+            });
+    }
+    times.scan += t.elapsed().as_secs_f64();
+    Ok(Neighbours { ids, scores })
+}
+
 fn quantizer(ivf: &Ivf) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape((ivf.quantizer.ntotal(), ivf.d), &ivf.quantizer.xb)
         .expect("quantizer shape")
@@ -252,6 +561,25 @@ pub fn search_index(
     k: usize,
     nprobe: Option<usize>,
 ) -> Result<Neighbours> {
+    search_index_timed(
+        backend,
+        index,
+        queries,
+        k,
+        nprobe,
+        &mut StageTimes::default(),
+    )
+}
+
+/// [`search_index`], adding the seconds of each stage to `times`.
+pub fn search_index_timed(
+    backend: &dyn Backend,
+    index: &Index,
+    queries: ArrayView2<f32>,
+    k: usize,
+    nprobe: Option<usize>,
+    times: &mut StageTimes,
+) -> Result<Neighbours> {
     if queries.ncols() != index.d() {
         return Err(Error::Invalid(format!(
             "queries have {} columns but the index holds {}-dimensional vectors",
@@ -259,14 +587,18 @@ pub fn search_index(
             index.d()
         )));
     }
+    let t = Instant::now();
     if let Some(found) = backend.search_index(index, queries, k, nprobe) {
+        times.scan += t.elapsed().as_secs_f64();
         return found;
     }
     let metric = index.metric();
     match index {
         Index::Flat(f) => {
             let xb = ArrayView2::from_shape((f.ntotal(), f.d), &f.xb).expect("flat shape");
-            backend.knn(queries, xb, k, metric)
+            let r = backend.knn(queries, xb, k, metric);
+            times.scan += t.elapsed().as_secs_f64();
+            r
         }
         Index::IvfFlat(ix) => {
             let lists: Vec<List<'_, f32>> = ix
@@ -285,6 +617,7 @@ pub fn search_index(
                 queries,
                 k,
                 nprobe.unwrap_or(ix.ivf.nprobe),
+                times,
             )
         }
         Index::IvfPqFastScan(ix) => {
@@ -312,20 +645,28 @@ pub fn search_index(
                 queries,
                 k,
                 np,
+                times,
             )
         }
         Index::Refine(r) => {
             // faiss: k_base = idx_t(k * k_factor).
             let kb = ((k as f32 * r.k_factor) as usize).max(k);
-            let cand = search_index(backend, &r.base, queries, kb, nprobe)?;
+            let cand = search_index_timed(backend, &r.base, queries, kb, nprobe, times)?;
+            let t = Instant::now();
+            let isa = Isa::from_env();
             let tops = per_query(queries, |i, q| {
                 let mut top = TopK::new(k);
                 for &id in cand.ids.row(i).iter().filter(|&&id| id >= 0) {
-                    top.push(key(metric, q, r.refine.vector(id as usize)), id);
+                    top.push(
+                        scan::flat_key(isa, metric, q, r.refine.vector(id as usize)),
+                        id,
+                    );
                 }
                 top
             });
-            Ok(collect(&tops, k, metric))
+            let found = collect(&tops, k, metric);
+            times.refine += t.elapsed().as_secs_f64();
+            Ok(found)
         }
     }
 }
