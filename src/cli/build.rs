@@ -64,6 +64,8 @@ struct Summary {
     load_seconds: f64,
     build_seconds: f64,
     write_seconds: f64,
+    /// Seconds per build stage.
+    stage_seconds: build::BuildTimes,
     kmeans_iterations: Vec<crate::train::kmeans::IterationStats>,
     file_bytes: u64,
 }
@@ -108,6 +110,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
             load_seconds,
             build_seconds,
             write_seconds,
+            stage_seconds: built.stages,
             kmeans_iterations: built.kmeans,
             file_bytes,
         })?;

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use super::CommonArgs;
 use crate::faiss::{self, Index};
-use crate::index::search::search_index;
+use crate::index::search::{StageTimes, search_index_timed};
 use crate::io::features;
 use crate::{Error, Result, qe};
 
@@ -74,6 +74,8 @@ struct Summary {
     load_seconds: f64,
     search_seconds: f64,
     queries_per_second: f64,
+    /// Seconds per search stage: coarse, scan, refine.
+    stage_seconds: StageTimes,
     backend: crate::compute::BackendInfo,
 }
 
@@ -112,11 +114,19 @@ pub fn run(a: &SearchArgs) -> Result<()> {
         qe::normalize_rows(&mut db);
         q = qe::expand_against(backend.as_ref(), q, db.view(), p, &progress)?;
     }
-    let nn =
-        search_index(backend.as_ref(), &index, q.view(), a.k, a.nprobe).map_err(|e| match e {
-            Error::Invalid(m) => Error::bad_input(&a.queries, m),
-            e => e,
-        })?;
+    let mut stage_seconds = StageTimes::default();
+    let nn = search_index_timed(
+        backend.as_ref(),
+        &index,
+        q.view(),
+        a.k,
+        a.nprobe,
+        &mut stage_seconds,
+    )
+    .map_err(|e| match e {
+        Error::Invalid(m) => Error::bad_input(&a.queries, m),
+        e => e,
+    })?;
     let search_seconds = t.elapsed().as_secs_f64();
     features::write_any_npy_atomic(&with_suffix(&a.output, "distances"), nn.scores.view())?;
     features::write_any_npy_atomic(&with_suffix(&a.output, "ids"), nn.ids.view())?;
@@ -132,6 +142,7 @@ pub fn run(a: &SearchArgs) -> Result<()> {
             load_seconds,
             search_seconds,
             queries_per_second: q.nrows() as f64 / search_seconds.max(1e-9),
+            stage_seconds,
             backend: backend.info(),
         })?;
     }

@@ -2,10 +2,13 @@
 //! `train` + `add` would: the metric passes to every sub-index, ids are row
 //! numbers, lists hold ascending ids.
 
+use std::time::Instant;
+
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 
 use super::factory::{Codec, Factory};
-use super::pq;
+use super::{pq, scan};
 use crate::compute::Backend;
 use crate::faiss::{
     BlockList, DirectMap, Flat, FlatList, Index, Ivf, IvfFlat, IvfPqFs, RefineFlat, SizeTable,
@@ -23,6 +26,24 @@ pub const BBS: usize = 32;
 pub struct Built {
     pub index: Index,
     pub kmeans: Vec<IterationStats>,
+    pub stages: BuildTimes,
+}
+
+/// Seconds spent in each build stage.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct BuildTimes {
+    /// IVF k-means.
+    pub kmeans: f64,
+    /// Assigning every row to its list (when k-means did not already).
+    pub assign: f64,
+    /// PQ codebook training.
+    pub pq_train: f64,
+    /// PQ encoding of every row.
+    pub encode: f64,
+    /// Filling the inverted lists (copying vectors, packing codes).
+    pub fill: f64,
+    /// The refine copy of the vectors (RFlat).
+    pub refine: f64,
 }
 
 /// Train and fill the index `factory` describes on the rows of `x` (for
@@ -44,9 +65,15 @@ pub fn build(
         refine,
     } = factory
     else {
+        let t = Instant::now();
+        let index = Index::Flat(flat(x));
         return Ok(Built {
-            index: Index::Flat(flat(x)),
+            index,
             kmeans: Vec::new(),
+            stages: BuildTimes {
+                fill: t.elapsed().as_secs_f64(),
+                ..BuildTimes::default()
+            },
         });
     };
     let nlist = nlist.resolve(n);
@@ -63,16 +90,21 @@ pub fn build(
         )));
     }
 
+    let mut stages = BuildTimes::default();
+    let t = Instant::now();
     let bar = progress.bar(10, "k-means");
     let km = kmeans::train(backend, x, &KmeansParams::ivf(nlist, metric), |_| {
         bar.inc(1)
     })?;
     bar.finish_and_clear();
+    stages.kmeans = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let labels = match km.final_assignment {
         Some(a) => a.labels,
         None => assign_all(backend, x, km.centroids.view(), metric, progress)?.0,
     };
     let ids = build_lists(&labels, nlist);
+    stages.assign = t.elapsed().as_secs_f64();
     let ivf = Ivf {
         d,
         metric,
@@ -84,39 +116,47 @@ pub fn build(
     let x = x.as_standard_layout();
     let rows = x.as_slice().expect("standard layout");
     let base = match codec {
-        Codec::Flat => Index::IvfFlat(IvfFlat {
-            ivf,
-            size_table: SizeTable::faiss_choice(ids.iter().map(Vec::len)),
-            lists: ids
-                .into_iter()
-                .map(|ids| FlatList {
-                    codes: ids
-                        .iter()
-                        .flat_map(|&i| &rows[i as usize * d..(i as usize + 1) * d])
-                        .copied()
-                        .collect(),
-                    ids,
-                })
-                .collect(),
-        }),
-        Codec::Pq4FastScan { m } => {
-            let pq = pq::train(backend, x.view(), m)?;
-            let codes = pq::encode(&pq, x.view());
-            let codes = codes.as_slice().expect("contiguous");
+        Codec::Flat => {
+            let t = Instant::now();
             let lists = ids
-                .into_iter()
+                .into_par_iter()
                 .map(|ids| {
-                    let list_codes: Vec<u8> = ids
-                        .iter()
-                        .flat_map(|&i| &codes[i as usize * m..(i as usize + 1) * m])
-                        .copied()
-                        .collect();
+                    let mut codes = Vec::with_capacity(ids.len() * d);
+                    for &i in &ids {
+                        codes.extend_from_slice(&rows[i as usize * d..(i as usize + 1) * d]);
+                    }
+                    FlatList { codes, ids }
+                })
+                .collect::<Vec<_>>();
+            stages.fill = t.elapsed().as_secs_f64();
+            Index::IvfFlat(IvfFlat {
+                ivf,
+                size_table: SizeTable::faiss_choice(lists.iter().map(|l| l.ids.len())),
+                lists,
+            })
+        }
+        Codec::Pq4FastScan { m } => {
+            let t = Instant::now();
+            let pq = pq::train(backend, x.view(), m)?;
+            stages.pq_train = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let codes = scan::pq_encode(&pq, rows);
+            stages.encode = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let lists = ids
+                .into_par_iter()
+                .map(|ids| {
+                    let mut list_codes = Vec::with_capacity(ids.len() * m);
+                    for &i in &ids {
+                        list_codes.extend_from_slice(&codes[i as usize * m..(i as usize + 1) * m]);
+                    }
                     BlockList {
                         codes: fastscan::pq4_pack(&list_codes, m, BBS),
                         ids,
                     }
                 })
                 .collect();
+            stages.fill = t.elapsed().as_secs_f64();
             Index::IvfPqFastScan(IvfPqFs {
                 ivf,
                 by_residual: false,
@@ -128,6 +168,7 @@ pub fn build(
             })
         }
     };
+    let t = Instant::now();
     let index = if refine {
         Index::Refine(Box::new(RefineFlat {
             is_trained: true,
@@ -138,9 +179,11 @@ pub fn build(
     } else {
         base
     };
+    stages.refine = t.elapsed().as_secs_f64();
     Ok(Built {
         index,
         kmeans: km.iterations,
+        stages,
     })
 }
 

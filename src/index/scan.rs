@@ -465,6 +465,7 @@ impl Transposed {
 /// faiss's quantised table of one query, written into `lut` (`m2 · 16`
 /// bytes); the arithmetic is `search::quantize_lut`'s, entry for entry.
 /// Returns `(a, b)`.
+#[inline(always)]
 pub fn pq_table(
     tr: &Transposed,
     q: &[f32],
@@ -516,11 +517,19 @@ pub fn pq_tables(pq: &ProductQuantizer, queries: &[f32], metric: Metric) -> PqTa
     let mut luts = vec![0u8; nq * m2 * KSUB];
     let mut ab = vec![(0f32, 0f32); nq];
     let ip = metric == Metric::InnerProduct;
+    let isa = Isa::from_env();
     luts.par_chunks_mut((m2 * KSUB).max(1))
         .zip(ab.par_iter_mut())
         .zip(queries.par_chunks(d))
         .for_each_init(Vec::new, |raw, ((lut, ab), q)| {
-            *ab = pq_table(&tr, q, ip, lut, raw);
+            *ab = match isa {
+                // SAFETY: the CPU has the features (checked by `Isa`).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { x86::pq_table_512(&tr, q, ip, lut, raw) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { x86::pq_table_avx2(&tr, q, ip, lut, raw) },
+                _ => pq_table(&tr, q, ip, lut, raw),
+            };
         });
     let (a, b) = ab.into_iter().unzip();
     PqTables { m2, luts, a, b }
@@ -639,17 +648,29 @@ pub fn pq_encode(pq: &ProductQuantizer, x: &[f32]) -> Vec<u8> {
     let (d, m) = (pq.d.max(1), pq.m.max(1));
     let n = x.len() / d;
     let mut codes = vec![0u8; n * pq.m];
+    let isa = Isa::from_env();
     codes
         .par_chunks_mut(m * 256)
         .zip(x.par_chunks(d * 256))
-        .for_each(|(out, rows)| {
-            for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(d)) {
-                for (sq, c) in o.iter_mut().enumerate() {
-                    *c = argmin16(&tr.scores(row, sq, false));
-                }
-            }
+        .for_each(|(out, rows)| match isa {
+            // SAFETY: the CPU has the features (checked by `Isa`).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::encode_rows_512(&tr, rows, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::encode_rows_avx2(&tr, rows, out) },
+            _ => encode_rows(&tr, rows, out),
         });
     codes
+}
+
+#[inline(always)]
+fn encode_rows(tr: &Transposed, rows: &[f32], out: &mut [u8]) {
+    let d = tr.m * tr.dsub;
+    for (o, row) in out.chunks_exact_mut(tr.m.max(1)).zip(rows.chunks_exact(d.max(1))) {
+        for (sq, c) in o.iter_mut().enumerate() {
+            *c = argmin16(&tr.scores(row, sq, false));
+        }
+    }
 }
 
 /// First index of the smallest of 16 scores (NaNs never win).
@@ -668,8 +689,42 @@ fn argmin16(t: &[f32; KSUB]) -> u8 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{PqTop, pq_key};
+    use super::{PqTop, Transposed, pq_key};
     use std::arch::x86_64::*;
+
+    // The portable code compiled with wider vectors and a native floor; no
+    // FMA contraction happens (Rust never fuses), so results are identical.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub unsafe fn pq_table_512(
+        tr: &Transposed,
+        q: &[f32],
+        ip: bool,
+        lut: &mut [u8],
+        raw: &mut Vec<f32>,
+    ) -> (f32, f32) {
+        super::pq_table(tr, q, ip, lut, raw)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pq_table_avx2(
+        tr: &Transposed,
+        q: &[f32],
+        ip: bool,
+        lut: &mut [u8],
+        raw: &mut Vec<f32>,
+    ) -> (f32, f32) {
+        super::pq_table(tr, q, ip, lut, raw)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub unsafe fn encode_rows_512(tr: &Transposed, rows: &[f32], out: &mut [u8]) {
+        super::encode_rows(tr, rows, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn encode_rows_avx2(tr: &Transposed, rows: &[f32], out: &mut [u8]) {
+        super::encode_rows(tr, rows, out)
+    }
 
     /// AVX-512 flat tile: up to 4 queries × `R` rows, 16-lane sums.
     #[target_feature(enable = "avx512f")]
