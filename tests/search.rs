@@ -340,3 +340,299 @@ fn blend_equals_rvc_formula() {
         assert!(err < 1e-4, "max difference from RVC's formula: {err}");
     }
 }
+
+// ------------------------------------------------------------ grouped scans
+
+/// Many queries per list (several SIMD query groups), odd dimension, k
+/// beyond what the probed lists hold (-1 padding): ids equal faiss's for both
+/// metrics and every nprobe.
+#[test]
+fn ivf_flat_grouped_scan_equals_faiss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, q) = data(dir.path(), 2300, 517, 37, 5, 11);
+    for metric in ["l2", "ip"] {
+        let index = dir.path().join(format!("g_{metric}.index"));
+        ok(&[
+            "build",
+            db.to_str().unwrap(),
+            "--factory",
+            "IVF23,Flat",
+            "--metric",
+            metric,
+            "-o",
+            index.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "-q",
+        ]);
+        for (k, nprobe) in [(1, 1), (7, 2), (5, 5), (300, 1), (3, 23), (13, 30)] {
+            let (d, i) = ours(dir.path(), &index, &q, k, nprobe, &[]);
+            let Some((fd, fi, _)) = faiss_search(dir.path(), &index, &q, k, nprobe, None) else {
+                return;
+            };
+            if k == 300 {
+                assert!(i.iter().any(|&id| id == -1), "k=300 should pad");
+            }
+            assert_eq!(i, fi, "{metric} k={k} nprobe={nprobe}");
+            for (a, b) in d.iter().zip(fd.iter()) {
+                assert!(
+                    a == b || (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{metric} k={k} nprobe={nprobe}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// The fast PQ search returns exactly what the one-query-at-a-time scalar
+/// reference returns (same tables, same integer sums, same tie order), with
+/// and without -1 padding, for every instruction set this CPU runs.
+#[test]
+fn pq_search_equals_scalar_reference_on_every_isa() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, q) = data(dir.path(), 3000, 203, 40, 5, 13);
+    for metric in ["l2", "ip"] {
+        let index = dir.path().join(format!("pq_{metric}.index"));
+        ok(&[
+            "build",
+            db.to_str().unwrap(),
+            "--factory",
+            "IVF17,PQ5x4fs",
+            "--metric",
+            metric,
+            "-o",
+            index.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "-q",
+        ]);
+        let ix = rvc_index::faiss::read_index(&index).unwrap();
+        let rvc_index::faiss::Index::IvfPqFastScan(ivf) = &ix else {
+            panic!("not a fast-scan index")
+        };
+        let queries: Array2<f32> = read_npy(&q).unwrap();
+        let backend = rvc_index::compute::cpu::CpuBackend::new();
+        let lists: Vec<_> = ivf
+            .lists
+            .iter()
+            .map(|l| rvc_index::index::search::List {
+                ids: &l.ids,
+                codes: &l.codes,
+            })
+            .collect();
+        let centroids = ndarray::ArrayView2::from_shape(
+            (ivf.ivf.quantizer.ntotal(), ivf.ivf.d),
+            &ivf.ivf.quantizer.xb,
+        )
+        .unwrap();
+        for (k, nprobe) in [(1, 1), (8, 3), (500, 1), (20, 17)] {
+            let reference = rvc_index::index::search::search_pq_reference(
+                &backend,
+                centroids,
+                &ivf.pq,
+                ivf.bbs,
+                &lists,
+                ix.metric(),
+                queries.view(),
+                k,
+                nprobe,
+            )
+            .unwrap();
+            for isa in rvc_index::index::scan::Isa::available() {
+                let out = dir.path().join("isa");
+                let (ks, ns) = (k.to_string(), nprobe.to_string());
+                let o = common::bin()
+                    .env(rvc_index::index::scan::ISA_ENV, isa.name())
+                    .args([
+                        "search",
+                        index.to_str().unwrap(),
+                        q.to_str().unwrap(),
+                        "-k",
+                        &ks,
+                        "--nprobe",
+                        &ns,
+                        "-o",
+                        out.to_str().unwrap(),
+                        "--device",
+                        "cpu",
+                        "-q",
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", stderr(&o));
+                let i: Array2<i64> = read_npy(dir.path().join("isa_ids.npy")).unwrap();
+                let d: Array2<f32> = read_npy(dir.path().join("isa_distances.npy")).unwrap();
+                let tag = format!("{metric} {isa:?} k={k} nprobe={nprobe}");
+                assert_eq!(i, reference.ids, "{tag}");
+                if k == 500 {
+                    assert!(i.iter().any(|&id| id == -1), "{tag}: should pad");
+                }
+                for (a, b) in d.iter().zip(reference.scores.iter()) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{tag}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+mod simd_scan {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rvc_index::Metric;
+    use rvc_index::faiss::{ProductQuantizer, fastscan};
+    use rvc_index::index::scan::{self, Isa, PqTop, Top};
+    use rvc_index::index::search;
+
+    /// Small integers: every sum is exact whatever the order, so keys equal
+    /// the scalar reference bit for bit and ties really occur.
+    fn ints(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-3i32..=3) as f32).collect()
+    }
+
+    #[test]
+    fn flat_scan_equals_scalar_on_odd_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for isa in Isa::available() {
+            for &d in &[1usize, 3, 15, 16, 17, 33, 70] {
+                for &n in &[1usize, 5, 6, 7, 13, 40] {
+                    for &nq in &[1usize, 2, 3, 4, 5, 7] {
+                        for metric in [Metric::L2, Metric::InnerProduct] {
+                            let k = 1 + (n + nq) % 9;
+                            let rows = ints(&mut rng, n * d);
+                            let qs = ints(&mut rng, nq * d);
+                            let queries: Vec<&[f32]> = qs.chunks_exact(d).collect();
+                            let ids: Vec<i64> = (0..n as i64).map(|i| 1000 - 3 * i).collect();
+                            let mut tops: Vec<Top> = (0..nq).map(|_| Top::new(k)).collect();
+                            scan::scan_flat(
+                                isa,
+                                metric,
+                                &queries,
+                                d,
+                                n,
+                                |i| &rows[i * d..(i + 1) * d],
+                                |i| ids[i],
+                                &mut tops,
+                            );
+                            for (q, top) in queries.iter().zip(&tops) {
+                                // Reference: stable sort by key (earlier row wins ties).
+                                let mut all: Vec<(f32, i64)> = rows
+                                    .chunks_exact(d)
+                                    .zip(&ids)
+                                    .map(|(r, &id)| (scan::flat_key_scalar(metric, q, r), id))
+                                    .collect();
+                                all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+                                all.truncate(k);
+                                let want: Vec<i64> = all.iter().map(|p| p.1).collect();
+                                let keys: Vec<f32> = all.iter().map(|p| p.0).collect();
+                                let tag = format!("{isa:?} d={d} n={n} nq={nq} {metric:?}");
+                                assert_eq!(top.ids, want, "{tag}");
+                                assert_eq!(top.keys, keys, "{tag}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pq_scan_equals_scalar_on_odd_sizes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for isa in Isa::available() {
+            for &m in &[1usize, 2, 3, 4, 5, 7, 16, 17] {
+                let m2 = m + (m & 1);
+                for &n in &[1usize, 17, 31, 32, 33, 64, 95] {
+                    for &nq in &[1usize, 2, 3, 4, 5, 9] {
+                        for ip in [false, true] {
+                            let k = 1 + (n * 7 + nq) % 20;
+                            let codes: Vec<u8> =
+                                (0..n * m).map(|_| rng.random_range(0..16u8)).collect();
+                            let packed = fastscan::pq4_pack(&codes, m, 32);
+                            // Few distinct table values: many equal sums (ties by id).
+                            let luts: Vec<Vec<u8>> = (0..nq)
+                                .map(|_| {
+                                    let mut l: Vec<u8> = (0..m2 * 16)
+                                        .map(|_| rng.random_range(0..4u8) * 60)
+                                        .collect();
+                                    l[m * 16..].fill(0);
+                                    l
+                                })
+                                .collect();
+                            let lut_refs: Vec<&[u8]> = luts.iter().map(|l| &l[..]).collect();
+                            let ids: Vec<i64> = (0..n as i64).map(|i| (i * 37) % 101).collect();
+                            let mut tops: Vec<PqTop> = (0..nq).map(|_| PqTop::new(k)).collect();
+                            scan::scan_pq(isa, ip, &lut_refs, m2, &packed, n, &ids, &mut tops);
+                            for (lut, top) in luts.iter().zip(&tops) {
+                                let mut want: Vec<u64> = codes
+                                    .chunks_exact(m)
+                                    .zip(&ids)
+                                    .map(|(c, &id)| {
+                                        let s: u32 = c
+                                            .iter()
+                                            .enumerate()
+                                            .map(|(sq, &v)| lut[sq * 16 + v as usize] as u32)
+                                            .sum();
+                                        scan::pq_key(s as u16, id, ip)
+                                    })
+                                    .collect();
+                                want.sort_unstable();
+                                want.truncate(k);
+                                assert_eq!(top.keys, want, "{isa:?} m={m} n={n} nq={nq} ip={ip}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn random_pq(rng: &mut ChaCha8Rng, d: usize, m: usize) -> ProductQuantizer {
+        ProductQuantizer {
+            d,
+            m,
+            nbits: 4,
+            centroids: (0..d * 16)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tables_equal_the_scalar_quantised_lut() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32), (6, 1)] {
+            let pq = random_pq(&mut rng, d, m);
+            let q: Vec<f32> = (0..9 * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            for metric in [Metric::L2, Metric::InnerProduct] {
+                let t = scan::pq_tables(&pq, &q, metric);
+                for (i, qi) in q.chunks_exact(d).enumerate() {
+                    let mut raw = search::lut(&pq, qi, metric);
+                    if metric == Metric::InnerProduct {
+                        raw.iter_mut().for_each(|v| *v = -*v);
+                    }
+                    let want = search::quantize_lut(&raw, m);
+                    let got: Vec<u16> = t.lut(i)[..m * 16].iter().map(|&v| v as u16).collect();
+                    assert_eq!(got, want.table, "d={d} m={m} {metric:?}");
+                    assert!(t.lut(i)[m * 16..].iter().all(|&v| v == 0));
+                    assert_eq!((t.a[i], t.b[i]), (want.a, want.b));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_encoder_equals_product_quantizer_encode() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32)] {
+            let pq = random_pq(&mut rng, d, m);
+            let x: Vec<f32> = (0..301 * d)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect();
+            let want: Vec<u8> = x.chunks_exact(d).flat_map(|r| pq.encode(r)).collect();
+            assert_eq!(scan::pq_encode(&pq, &x), want, "d={d} m={m}");
+        }
+    }
+}

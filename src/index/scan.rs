@@ -666,7 +666,10 @@ pub fn pq_encode(pq: &ProductQuantizer, x: &[f32]) -> Vec<u8> {
 #[inline(always)]
 fn encode_rows(tr: &Transposed, rows: &[f32], out: &mut [u8]) {
     let d = tr.m * tr.dsub;
-    for (o, row) in out.chunks_exact_mut(tr.m.max(1)).zip(rows.chunks_exact(d.max(1))) {
+    for (o, row) in out
+        .chunks_exact_mut(tr.m.max(1))
+        .zip(rows.chunks_exact(d.max(1)))
+    {
         for (sq, c) in o.iter_mut().enumerate() {
             *c = argmin16(&tr.scores(row, sq, false));
         }
