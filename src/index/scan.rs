@@ -237,7 +237,7 @@ pub fn scan_flat<'a>(
                 x86::flat_tile_avx2(qs, rs, d, ip, out)
             })
         }
-        _ => drive::<4, 2>(queries, d, n, &row, &ids, tops, |qs, rs, out| {
+        _ => drive::<2, 2>(queries, d, n, &row, &ids, tops, |qs, rs, out| {
             flat_tile_portable(qs, rs, d, ip, out)
         }),
     }
@@ -310,14 +310,18 @@ pub fn flat_key(isa: Isa, metric: Metric, x: &[f32], y: &[f32]) -> f32 {
         Isa::Avx512 if isa.is_available() => unsafe {
             x86::flat_tile_512::<1>(&[x], &[y], d, ip, &mut out)
         },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_available() => unsafe {
+            x86::flat_tile_avx2::<1>(&[x], &[y], d, ip, &mut out)
+        },
         _ => flat_tile_portable::<1>(&[x], &[y], d, ip, &mut out),
     }
     out[0][0]
 }
 
-/// Generic tile: 8 independent lane sums per (query, row), `Q ≤ 4` queries.
+/// Portable tile: 8 independent lane sums per (query, row), `Q ≤ 4` queries.
 #[inline(always)]
-fn flat_tile_generic<const R: usize, const FMA: bool>(
+fn flat_tile_generic<const R: usize>(
     qs: &[&[f32]],
     rs: &[&[f32]; R],
     d: usize,
@@ -325,15 +329,15 @@ fn flat_tile_generic<const R: usize, const FMA: bool>(
     out: &mut [[f32; R]; 4],
 ) {
     match qs.len() {
-        4 => tile_q::<4, R, FMA>(qs, rs, d, ip, out),
-        3 => tile_q::<3, R, FMA>(qs, rs, d, ip, out),
-        2 => tile_q::<2, R, FMA>(qs, rs, d, ip, out),
-        _ => tile_q::<1, R, FMA>(qs, rs, d, ip, out),
+        4 => tile_q::<4, R>(qs, rs, d, ip, out),
+        3 => tile_q::<3, R>(qs, rs, d, ip, out),
+        2 => tile_q::<2, R>(qs, rs, d, ip, out),
+        _ => tile_q::<1, R>(qs, rs, d, ip, out),
     }
 }
 
 #[inline(always)]
-fn tile_q<const Q: usize, const R: usize, const FMA: bool>(
+fn tile_q<const Q: usize, const R: usize>(
     qs: &[&[f32]],
     rs: &[&[f32]; R],
     d: usize,
@@ -357,11 +361,7 @@ fn tile_q<const Q: usize, const R: usize, const FMA: bool>(
                     } else {
                         (x[l] - y[l], x[l] - y[l])
                     };
-                    acc[a][b][l] = if FMA {
-                        u.mul_add(v, acc[a][b][l])
-                    } else {
-                        u * v + acc[a][b][l]
-                    };
+                    acc[a][b][l] += u * v;
                 }
             }
         }
@@ -387,7 +387,7 @@ fn flat_tile_portable<const R: usize>(
     ip: bool,
     out: &mut [[f32; R]; 4],
 ) {
-    flat_tile_generic::<R, false>(qs, rs, d, ip, out)
+    flat_tile_generic::<R>(qs, rs, d, ip, out)
 }
 
 // ---------------------------------------------------------------- PQ
@@ -474,17 +474,27 @@ pub fn pq_table(
     raw: &mut Vec<f32>,
 ) -> (f32, f32) {
     let m = tr.m;
+    // raw: m rows of 16 scores, then m minima.
     raw.clear();
-    for sq in 0..m {
-        raw.extend_from_slice(&tr.scores(q, sq, ip));
-    }
+    raw.resize(m * (KSUB + 1), 0.0);
+    let (rows, mins) = raw.split_at_mut(m * KSUB);
     let (mut span_lut, mut span_dis, mut b) = (f32::NEG_INFINITY, 0f32, 0f32);
-    for r in raw.chunks_exact(KSUB) {
-        let mn = r.iter().copied().fold(f32::INFINITY, f32::min);
-        let span = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) - mn;
+    for (sq, (r, mn)) in rows.chunks_exact_mut(KSUB).zip(mins.iter_mut()).enumerate() {
+        let t = tr.scores(q, sq, ip);
+        r.copy_from_slice(&t);
+        // min and max are exact, so a tree gives the fold's values.
+        let (mut lo, mut hi) = (t, t);
+        for w in [8, 4, 2, 1] {
+            for i in 0..w {
+                lo[i] = lo[i].min(lo[i + w]);
+                hi[i] = hi[i].max(hi[i + w]);
+            }
+        }
+        *mn = lo[0];
+        let span = hi[0] - lo[0];
         span_lut = span_lut.max(span);
         span_dis += span;
-        b += mn;
+        b += lo[0];
     }
     let pick = |span: f32, top: f32| {
         if span > 0.0 {
@@ -498,8 +508,12 @@ pub fn pq_table(
         a = 0.0;
     }
     lut.fill(0);
-    for (r, out) in raw.chunks_exact(KSUB).zip(lut.chunks_exact_mut(KSUB)) {
-        let mn = r.iter().copied().fold(f32::INFINITY, f32::min);
+    let (rows, mins) = raw.split_at(m * KSUB);
+    for ((r, out), &mn) in rows
+        .chunks_exact(KSUB)
+        .zip(lut.chunks_exact_mut(KSUB))
+        .zip(mins)
+    {
         for (o, &v) in out.iter_mut().zip(r) {
             *o = ((v - mn) * a + 0.5).floor().min(255.0) as u8;
         }
@@ -819,7 +833,7 @@ mod x86 {
         }
     }
 
-    /// The portable tile compiled for AVX2 + FMA.
+    /// AVX2 + FMA flat tile: up to 2 queries × `R` rows, 8-lane sums.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn flat_tile_avx2<const R: usize>(
         qs: &[&[f32]],
@@ -828,7 +842,70 @@ mod x86 {
         ip: bool,
         out: &mut [[f32; R]; 4],
     ) {
-        super::flat_tile_generic::<R, true>(qs, rs, d, ip, out)
+        unsafe {
+            match (qs.len(), ip) {
+                (1, false) => tile256::<1, R, false>(qs, rs, d, out),
+                (_, false) => tile256::<2, R, false>(qs, rs, d, out),
+                (1, true) => tile256::<1, R, true>(qs, rs, d, out),
+                (_, true) => tile256::<2, R, true>(qs, rs, d, out),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile256<const Q: usize, const R: usize, const IP: bool>(
+        qs: &[&[f32]],
+        rs: &[&[f32]; R],
+        d: usize,
+        out: &mut [[f32; R]; 4],
+    ) {
+        let mut qp = [std::ptr::null::<f32>(); Q];
+        for a in 0..Q {
+            assert!(qs[a].len() >= d);
+            qp[a] = qs[a].as_ptr();
+        }
+        let mut rp = [std::ptr::null::<f32>(); R];
+        for b in 0..R {
+            assert!(rs[b].len() >= d);
+            rp[b] = rs[b].as_ptr();
+        }
+        let mut acc = [[_mm256_setzero_ps(); R]; Q];
+        let mut j = 0;
+        // SAFETY: loads stay below `d` floats of every pointer.
+        unsafe {
+            while j + 8 <= d {
+                let mut x = [_mm256_setzero_ps(); Q];
+                for a in 0..Q {
+                    x[a] = _mm256_loadu_ps(qp[a].add(j));
+                }
+                for b in 0..R {
+                    let y = _mm256_loadu_ps(rp[b].add(j));
+                    for a in 0..Q {
+                        acc[a][b] = if IP {
+                            _mm256_fmadd_ps(x[a], y, acc[a][b])
+                        } else {
+                            let t = _mm256_sub_ps(x[a], y);
+                            _mm256_fmadd_ps(t, t, acc[a][b])
+                        };
+                    }
+                }
+                j += 8;
+            }
+        }
+        let mut lanes = [0f32; 8];
+        for a in 0..Q {
+            for b in 0..R {
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[a][b]) };
+                // SAFETY: jj < d.
+                for (l, jj) in (j..d).enumerate() {
+                    let (x, y) = unsafe { (*qp[a].add(jj), *rp[b].add(jj)) };
+                    lanes[l] += if IP { x * y } else { (x - y) * (x - y) };
+                }
+                let s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+                    + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+                out[a][b] = if IP { -s } else { s };
+            }
+        }
     }
 
     /// Fast-scan over 32-entry blocks, two sub-quantizer pairs (64 code
