@@ -395,6 +395,7 @@ fn flat_tile_portable<const R: usize>(
 /// Quantised look-up tables of a batch of queries, each `m2 · 16` bytes
 /// (`M` rounded up to even; the padding sub-quantizer's table is zero), laid
 /// out pair by pair as the packed codes are: `[2p][16]` then `[2p+1][16]`.
+#[derive(Clone, Debug, Default)]
 pub struct PqTables {
     pub m2: usize,
     pub luts: Vec<u8>,
@@ -496,17 +497,7 @@ pub fn pq_table(
         span_dis += span;
         b += lo[0];
     }
-    let pick = |span: f32, top: f32| {
-        if span > 0.0 {
-            top / span
-        } else {
-            f32::INFINITY
-        }
-    };
-    let mut a = pick(span_lut, 255.0).min(pick(span_dis, 65535.0));
-    if !a.is_finite() {
-        a = 0.0;
-    }
+    let a = table_scale(span_lut, span_dis);
     lut.fill(0);
     let (rows, mins) = raw.split_at(m * KSUB);
     for ((r, out), &mn) in rows
@@ -521,32 +512,53 @@ pub fn pq_table(
     (a, b)
 }
 
+/// faiss's table scale: every entry ≤ 255 and every sum ≤ 65535.
+fn table_scale(span_lut: f32, span_dis: f32) -> f32 {
+    let pick = |span: f32, top: f32| {
+        if span > 0.0 {
+            top / span
+        } else {
+            f32::INFINITY
+        }
+    };
+    let a = pick(span_lut, 255.0).min(pick(span_dis, 65535.0));
+    if a.is_finite() { a } else { 0.0 }
+}
+
 /// Tables of every query (rows of `queries`, `d` floats each), in parallel.
 pub fn pq_tables(pq: &ProductQuantizer, queries: &[f32], metric: Metric) -> PqTables {
+    let mut t = PqTables::default();
+    pq_tables_into(&Transposed::new(pq), queries, metric, &mut t);
+    t
+}
+
+/// [`pq_tables`] into `out`, reusing its buffers.
+pub fn pq_tables_into(tr: &Transposed, queries: &[f32], metric: Metric, out: &mut PqTables) {
     use rayon::prelude::*;
-    let tr = Transposed::new(pq);
-    let d = pq.d.max(1);
+    let d = (tr.m * tr.dsub).max(1);
     let nq = queries.len() / d;
-    let m2 = pq.m + (pq.m & 1);
-    let mut luts = vec![0u8; nq * m2 * KSUB];
-    let mut ab = vec![(0f32, 0f32); nq];
+    let m2 = tr.m + (tr.m & 1);
+    out.m2 = m2;
+    out.luts.resize(nq * m2 * KSUB, 0);
+    out.a.resize(nq, 0.0);
+    out.b.resize(nq, 0.0);
     let ip = metric == Metric::InnerProduct;
     let isa = Isa::from_env();
-    luts.par_chunks_mut((m2 * KSUB).max(1))
-        .zip(ab.par_iter_mut())
+    out.luts
+        .par_chunks_mut((m2 * KSUB).max(1))
+        .zip(out.a.par_iter_mut().zip(out.b.par_iter_mut()))
         .zip(queries.par_chunks(d))
-        .for_each_init(Vec::new, |raw, ((lut, ab), q)| {
-            *ab = match isa {
+        .with_min_len(16)
+        .for_each_init(Vec::new, |raw, ((lut, (a, b)), q)| {
+            (*a, *b) = match isa {
                 // SAFETY: the CPU has the features (checked by `Isa`).
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { x86::pq_table_512(&tr, q, ip, lut, raw) },
+                Isa::Avx512 => unsafe { x86::pq_table_512(tr, q, ip, lut, raw) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { x86::pq_table_avx2(&tr, q, ip, lut, raw) },
-                _ => pq_table(&tr, q, ip, lut, raw),
+                Isa::Avx2 => unsafe { x86::pq_table_avx2(tr, q, ip, lut, raw) },
+                _ => pq_table(tr, q, ip, lut, raw),
             };
         });
-    let (a, b) = ab.into_iter().unzip();
-    PqTables { m2, luts, a, b }
 }
 
 /// Scan one fast-scan list (`n` entries packed in blocks of 32, `m2 / 2`
@@ -709,9 +721,9 @@ mod x86 {
     use super::{PqTop, Transposed, pq_key};
     use std::arch::x86_64::*;
 
-    // The portable code compiled with wider vectors and a native floor; no
-    // FMA contraction happens (Rust never fuses), so results are identical.
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    /// `super::pq_table` with 16-lane vectors: the same operations in the
+    /// same order per entry (no FMA), so the same bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn pq_table_512(
         tr: &Transposed,
         q: &[f32],
@@ -719,7 +731,61 @@ mod x86 {
         lut: &mut [u8],
         raw: &mut Vec<f32>,
     ) -> (f32, f32) {
-        super::pq_table(tr, q, ip, lut, raw)
+        let (m, dsub) = (tr.m, tr.dsub);
+        assert!(q.len() >= m * dsub && lut.len() >= m * 16 && tr.c.len() >= m * dsub * 16);
+        raw.clear();
+        raw.resize(m * 17, 0.0);
+        let (rows, mins) = raw.split_at_mut(m * 16);
+        let (mut span_lut, mut span_dis, mut b) = (f32::NEG_INFINITY, 0f32, 0f32);
+        for sq in 0..m {
+            let mut t = _mm512_setzero_ps();
+            for j in 0..dsub {
+                // SAFETY: bounds asserted above.
+                let (x, c) = unsafe {
+                    (
+                        _mm512_set1_ps(*q.get_unchecked(sq * dsub + j)),
+                        _mm512_loadu_ps(tr.c.as_ptr().add((sq * dsub + j) * 16)),
+                    )
+                };
+                let p = if ip {
+                    _mm512_mul_ps(x, c)
+                } else {
+                    let u = _mm512_sub_ps(x, c);
+                    _mm512_mul_ps(u, u)
+                };
+                t = _mm512_add_ps(t, p);
+            }
+            unsafe { _mm512_storeu_ps(rows.as_mut_ptr().add(sq * 16), t) };
+            let (lo, hi) = (_mm512_reduce_min_ps(t), _mm512_reduce_max_ps(t));
+            mins[sq] = lo;
+            let span = hi - lo;
+            span_lut = span_lut.max(span);
+            span_dis += span;
+            b += lo;
+        }
+        let a = super::table_scale(span_lut, span_dis);
+        let (va, half, top) = (
+            _mm512_set1_ps(a),
+            _mm512_set1_ps(0.5),
+            _mm512_set1_ps(255.0),
+        );
+        for sq in 0..m {
+            unsafe {
+                let v = _mm512_loadu_ps(rows.as_ptr().add(sq * 16));
+                let v = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_sub_ps(v, _mm512_set1_ps(mins[sq])), va),
+                    half,
+                );
+                let v = _mm512_min_ps(
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(v),
+                    top,
+                );
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+                _mm_storeu_si128(lut.as_mut_ptr().add(sq * 16) as *mut _, bytes);
+            }
+        }
+        lut[m * 16..].fill(0);
+        (a, b)
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -71,7 +71,7 @@ pub struct StageTimes {
 /// queries is sized so that `slots × k` stays below this many entries.
 const SLOT_BUDGET: usize = 1 << 22;
 /// Bytes of PQ look-up tables per batch of queries.
-const LUT_BUDGET: usize = 1 << 26;
+const LUT_BUDGET: usize = 1 << 23;
 
 /// Queries grouped by probed list: list `l` is probed by slots
 /// `members[start[l]..start[l + 1]]` (slot = query · nprobe + rank, query
@@ -140,7 +140,8 @@ fn empty(nq: usize, metric: Metric) -> Neighbours {
 /// Search IVF-Flat lists: every probed list is scanned once for all the
 /// queries that probe it (SIMD tiles, see `scan`), in parallel over lists;
 /// the partial top-k of each (query, probe) are then merged in probe order,
-/// which gives exactly the one-query-at-a-time result.
+/// which gives exactly the one-query-at-a-time result. Queries go in
+/// batches of at most `max_batch` (default: a memory budget).
 #[allow(clippy::too_many_arguments)]
 pub fn search_flat(
     backend: &dyn Backend,
@@ -150,6 +151,7 @@ pub fn search_flat(
     queries: ArrayView2<f32>,
     k: usize,
     nprobe: usize,
+    max_batch: Option<usize>,
     times: &mut StageTimes,
 ) -> Result<Neighbours> {
     let (nq, d) = queries.dim();
@@ -166,7 +168,9 @@ pub fn search_flat(
     let np = probes.ncols();
     let mut ids = Array2::from_elem((nq, k), -1i64);
     let mut scores = Array2::from_elem((nq, k), metric.worst());
-    let batch = (SLOT_BUDGET / (np * k).max(1)).max(1);
+    let batch = (SLOT_BUDGET / (np * k).max(1))
+        .min(max_batch.unwrap_or(usize::MAX))
+        .max(1);
     let (ids_all, scores_all) = (
         ids.as_slice_mut().expect("contiguous"),
         scores.as_slice_mut().expect("contiguous"),
@@ -441,7 +445,8 @@ fn scan_blocks(
 
 /// Search 4-bit fast-scan lists as faiss does (8-bit quantised tables,
 /// 16-bit sums, ties by id), each probed list scanned once for all its
-/// queries with SIMD shuffles (see `scan`), in parallel over lists. Falls
+/// queries with SIMD shuffles (see `scan`), in parallel over lists; queries
+/// go in batches of at most `max_batch` (default: a memory budget). Falls
 /// back to [`search_pq_reference`] for block sizes other than 32 and ids
 /// outside `0..2⁴⁸`.
 #[allow(clippy::too_many_arguments)]
@@ -455,6 +460,7 @@ pub fn search_pq(
     queries: ArrayView2<f32>,
     k: usize,
     nprobe: usize,
+    max_batch: Option<usize>,
     times: &mut StageTimes,
 ) -> Result<Neighbours> {
     let (nq, d) = queries.dim();
@@ -488,22 +494,26 @@ pub fn search_pq(
     let mut scores = Array2::from_elem((nq, k), metric.worst());
     let batch = (SLOT_BUDGET / (np * k).max(1))
         .min(LUT_BUDGET / (m2 * KSUB).max(1))
+        .min(max_batch.unwrap_or(usize::MAX))
         .max(1);
     let (ids_all, scores_all) = (
         ids.as_slice_mut().expect("contiguous"),
         scores.as_slice_mut().expect("contiguous"),
     );
+    let tr = scan::Transposed::new(pq);
+    let mut tables = scan::PqTables::default();
+    let mut keys = vec![0u64; batch.min(nq) * np * k];
+    let mut lens = vec![0usize; batch.min(nq) * np];
     for b0 in (0..nq).step_by(batch) {
         let bn = batch.min(nq - b0);
-        let tables = scan::pq_tables(pq, &qs[b0 * d..(b0 + bn) * d], metric);
+        scan::pq_tables_into(&tr, &qs[b0 * d..(b0 + bn) * d], metric, &mut tables);
+        // Slots of lists that are not probed (-1) hold nothing.
+        lens.fill(0);
         let groups = Groups::new(
             probes.slice(ndarray::s![b0..b0 + bn, ..]),
             lists.len(),
             |l| lists[l].ids.len(),
         );
-        let nslot = bn * np;
-        let mut keys = vec![0u64; nslot * k];
-        let mut lens = vec![0usize; nslot];
         let (kp, lp) = (Shared(keys.as_mut_ptr()), Shared(lens.as_mut_ptr()));
         groups.order.par_iter().for_each_init(
             || (Vec::<PqTop>::new(), Vec::<&[u8]>::new()),
@@ -617,6 +627,7 @@ pub fn search_index_timed(
                 queries,
                 k,
                 nprobe.unwrap_or(ix.ivf.nprobe),
+                None,
                 times,
             )
         }
@@ -645,6 +656,7 @@ pub fn search_index_timed(
                 queries,
                 k,
                 np,
+                None,
                 times,
             )
         }
