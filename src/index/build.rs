@@ -57,8 +57,13 @@ pub fn build(
     progress: &Progress,
 ) -> Result<Built> {
     let (n, d) = x.dim();
-    let flat =
-        |x: ArrayView2<f32>| Flat::new(d, metric, x.as_standard_layout().iter().copied().collect());
+    let flat = |x: ArrayView2<f32>| {
+        let v = match x.as_slice() {
+            Some(s) => s.to_vec(),
+            None => x.as_standard_layout().iter().copied().collect(),
+        };
+        Flat::new(d, metric, v)
+    };
     let Factory::Ivf {
         nlist,
         codec,

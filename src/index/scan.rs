@@ -121,6 +121,7 @@ impl Top {
     }
 
     #[inline]
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN keys never enter
     pub fn push(&mut self, key: f32, id: i64) {
         if !(key < self.threshold()) {
             return;
@@ -208,6 +209,7 @@ impl PqTop {
 
 /// Score every row of one list (`row(i)`, `n` rows of `d` floats) against each
 /// query and fold the keys into `tops[q]` (ids `ids[i]`), rows in order.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_flat<'a>(
     isa: Isa,
     metric: Metric,
@@ -564,6 +566,7 @@ pub fn pq_tables_into(tr: &Transposed, queries: &[f32], metric: Metric, out: &mu
 /// Scan one fast-scan list (`n` entries packed in blocks of 32, `m2 / 2`
 /// sub-quantizer pairs) for each query's table, folding packed keys into
 /// `tops[q]`. Sums are 16-bit, wrapping as faiss's do.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_pq(
     isa: Isa,
     ip: bool,
@@ -724,6 +727,7 @@ mod x86 {
     /// `super::pq_table` with 16-lane vectors: the same operations in the
     /// same order per entry (no FMA), so the same bytes.
     #[target_feature(enable = "avx512f,avx512bw")]
+    #[allow(clippy::needless_range_loop)]
     pub unsafe fn pq_table_512(
         tr: &Transposed,
         q: &[f32],

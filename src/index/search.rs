@@ -232,8 +232,8 @@ pub fn search_flat(
             .enumerate()
             .for_each(|(q, (ids_q, scores_q))| {
                 let mut top = Top::new(k);
-                for s in q * np..(q + 1) * np {
-                    for e in s * k..s * k + lens[s] {
+                for (s, &len) in lens.iter().enumerate().skip(q * np).take(np) {
+                    for e in s * k..s * k + len {
                         top.push(keys[e], sids[e]);
                     }
                 }
