@@ -803,9 +803,41 @@ mod x86 {
         super::pq_table(tr, q, ip, lut, raw)
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    /// `super::encode_rows` with the 16 scores of a sub-space in one vector
+    /// (same operations per score, no FMA) and a vector argmin: the first
+    /// lane equal to the minimum, as the scalar strict-< scan picks.
+    #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn encode_rows_512(tr: &Transposed, rows: &[f32], out: &mut [u8]) {
-        super::encode_rows(tr, rows, out)
+        let (m, dsub) = (tr.m, tr.dsub);
+        let d = m * dsub;
+        if d == 0 {
+            return;
+        }
+        assert!(tr.c.len() >= m * dsub * 16);
+        for (o, row) in out.chunks_exact_mut(m).zip(rows.chunks_exact(d)) {
+            for (sq, code) in o.iter_mut().enumerate() {
+                let mut t = _mm512_setzero_ps();
+                for j in 0..dsub {
+                    // SAFETY: sq·dsub + j < d = row.len(); the centroid
+                    // table holds m·dsub·16 floats (asserted).
+                    let (x, c) = unsafe {
+                        (
+                            _mm512_set1_ps(*row.get_unchecked(sq * dsub + j)),
+                            _mm512_loadu_ps(tr.c.as_ptr().add((sq * dsub + j) * 16)),
+                        )
+                    };
+                    let u = _mm512_sub_ps(x, c);
+                    t = _mm512_add_ps(t, _mm512_mul_ps(u, u));
+                }
+                let mn = _mm512_reduce_min_ps(t);
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(t, _mm512_set1_ps(mn));
+                *code = if hit == 0 {
+                    0
+                } else {
+                    hit.trailing_zeros() as u8
+                };
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
