@@ -13,10 +13,8 @@
 //!
 //! Scores are "smaller is better" keys throughout: squared L2 distances or
 //! negated inner products (flat), and for PQ a `u64` of the 16-bit table sum
-//! (inverted for inner product) above 48 bits of list position. A list scan
-//! keeps its k best and every entry tied with the k-th sum, so that the
-//! search can replay them through faiss's own heap ([`FaissHeap`]) in
-//! faiss's scan order and pick the same members of a tie as faiss.
+//! (inverted for inner product) above a 48-bit id, which orders equal sums
+//! by id as faiss's heaps do.
 
 use crate::Metric;
 use crate::faiss::ProductQuantizer;
@@ -136,7 +134,7 @@ impl Top {
     }
 }
 
-/// Largest id (or list position) a packed PQ key carries.
+/// Largest id a packed PQ key carries.
 pub const MAX_PACKED_ID: i64 = (1 << 48) - 1;
 
 /// The key a PQ candidate is ranked by: smaller table sums first for L2,
@@ -164,9 +162,8 @@ pub fn pq_unkey(key: u64, ip: bool) -> (u16, i64) {
     }
 }
 
-/// The `k` smallest packed PQ keys of one list scan, plus every key whose
-/// sum equals the `k`-th sum: all a query's scan of this list could
-/// contribute to faiss's heap (see [`FaissHeap`]), whatever came before.
+/// The `k` smallest packed PQ keys seen (a total order, so arrival order
+/// does not matter).
 #[derive(Clone, Debug)]
 pub struct PqTop {
     pub keys: Vec<u64>,
@@ -197,55 +194,14 @@ impl PqTop {
 
     #[inline]
     pub fn push(&mut self, key: u64) {
-        if self.k == 0 || (self.keys.len() >= self.k && key >> 48 > self.keys[self.k - 1] >> 48) {
-            return;
+        if self.keys.len() == self.k {
+            if self.k == 0 || key >= self.keys[self.k - 1] {
+                return;
+            }
+            self.keys.pop();
         }
         let pos = self.keys.partition_point(|&v| v < key);
         self.keys.insert(pos, key);
-        if self.keys.len() > self.k {
-            let kth = self.keys[self.k - 1] >> 48;
-            while self.keys.len() > self.k && self.keys[self.keys.len() - 1] >> 48 > kth {
-                self.keys.pop();
-            }
-        }
-    }
-}
-
-/// faiss's heap for fast-scan search (`HeapHandler`, used for k ≤ 20): a
-/// candidate enters only with a strictly better sum than the current worst,
-/// and the worst is the largest (sum, id) for L2 (`CMax`) or the smallest
-/// (sum, id) for inner product (`CMin`); faiss feeds it the probed lists in
-/// ascending list number, entries in list order. Sums are in key form
-/// (inverted for inner product), `tie` is the id for L2 and −id for inner
-/// product, so the worst is always the largest `(sum, tie)`.
-pub struct FaissHeap {
-    k: usize,
-    heap: std::collections::BinaryHeap<(u32, i64)>,
-}
-
-impl FaissHeap {
-    pub fn new(k: usize) -> Self {
-        FaissHeap {
-            k,
-            heap: std::collections::BinaryHeap::with_capacity(k + 1),
-        }
-    }
-
-    #[inline]
-    pub fn push(&mut self, sum: u32, tie: i64) {
-        if self.heap.len() < self.k {
-            self.heap.push((sum, tie));
-        } else if let Some(&(worst, _)) = self.heap.peek()
-            && sum < worst
-        {
-            self.heap.pop();
-            self.heap.push((sum, tie));
-        }
-    }
-
-    /// Best first, as faiss's `heap_reorder` leaves them.
-    pub fn into_sorted(self) -> Vec<(u32, i64)> {
-        self.heap.into_sorted_vec()
     }
 }
 

@@ -344,9 +344,7 @@ pub fn quantize_lut(t: &[f32], m: usize) -> QuantizedLut {
 }
 
 /// Scalar reference of [`search_pq`], one query at a time: search 4-bit
-/// fast-scan lists (`codes` = the packed blocks of `bbs` entries) as faiss
-/// does: scores from the 8-bit quantised table, the probed lists in
-/// ascending number through faiss's heap ([`scan::FaissHeap`]), so the
+/// fast-scan lists (`codes` = the packed blocks of `bbs` entries) as faiss does: scores from the 8-bit quantised table, so the
 /// candidates and distances are faiss's up to float rounding of the table.
 #[allow(clippy::too_many_arguments)]
 pub fn search_pq_reference(
@@ -361,25 +359,16 @@ pub fn search_pq_reference(
     nprobe: usize,
 ) -> Result<Neighbours> {
     let probes = coarse(backend, centroids, queries, nprobe, metric)?;
-    let ip = metric == Metric::InnerProduct;
     let tops = per_query(queries, |i, q| {
         // faiss quantises the table of distances (L2) or of inner products (IP).
         let mut t = lut(pq, q, metric);
-        if ip {
+        if metric == Metric::InnerProduct {
             t.iter_mut().for_each(|v| *v = -*v);
         }
         let ql = quantize_lut(&t, pq.m);
-        // faiss scans the probed lists in ascending list number.
-        let mut order: Vec<usize> = probes
-            .row(i)
-            .iter()
-            .filter(|&&l| l >= 0)
-            .map(|&l| l as usize)
-            .collect();
-        order.sort_unstable();
-        let mut heap = scan::FaissHeap::new(k);
-        for l in order {
-            let list = &lists[l];
+        let mut top = TopK::new(k);
+        for &l in probes.row(i).iter().filter(|&&l| l >= 0) {
+            let list = &lists[l as usize];
             scan_blocks(
                 &ql.table,
                 pq.m,
@@ -387,29 +376,22 @@ pub fn search_pq_reference(
                 list.codes,
                 list.ids.len(),
                 |e, acc| {
-                    let id = list.ids[e];
-                    if ip {
-                        heap.push(u32::MAX - acc, -id);
+                    // Larger inner products are better: rank by -acc.
+                    let key = if metric == Metric::L2 {
+                        acc as f32
                     } else {
-                        heap.push(acc, id);
-                    }
+                        -(acc as f32)
+                    };
+                    top.push_by_id(key, list.ids[e], metric == Metric::InnerProduct);
                 },
             );
         }
         let inv_a = if ql.a > 0.0 { 1.0 / ql.a } else { 0.0 };
-        let mut top = TopK::new(k);
-        for (sum, tie) in heap.into_sorted() {
-            let (acc, id) = if ip {
-                (u32::MAX - sum, -tie)
-            } else {
-                (sum, tie)
-            };
-            let dist = ql.b + acc as f32 * inv_a;
-            // `collect` turns keys back into scores (negating for IP); the
-            // heap order is kept (pushes arrive best first, ties in order).
-            top.keys.push(if ip { -dist } else { dist });
-            top.ids.push(id);
-        }
+        top.keys.iter_mut().for_each(|key| {
+            let dist = ql.b + key.abs() * inv_a;
+            // `collect` turns keys back into scores (negating for IP).
+            *key = if metric == Metric::L2 { dist } else { -dist };
+        });
         top
     });
     Ok(collect(&tops, k, metric))
@@ -462,12 +444,11 @@ fn scan_blocks(
 }
 
 /// Search 4-bit fast-scan lists as faiss does (8-bit quantised tables,
-/// 16-bit sums, ties resolved by faiss's heap in faiss's scan order), each
-/// probed list scanned once for all its queries with SIMD shuffles (see
-/// `scan`), in parallel over lists; queries go in batches of at most
-/// `max_batch` (default: a memory budget). Falls back to
-/// [`search_pq_reference`] for block sizes other than 32 and lists longer
-/// than 2⁴⁸.
+/// 16-bit sums, ties by id), each probed list scanned once for all its
+/// queries with SIMD shuffles (see `scan`), in parallel over lists; queries
+/// go in batches of at most `max_batch` (default: a memory budget). Falls
+/// back to [`search_pq_reference`] for block sizes other than 32 and ids
+/// outside `0..2⁴⁸`.
 #[allow(clippy::too_many_arguments)]
 pub fn search_pq(
     backend: &dyn Backend,
@@ -486,9 +467,11 @@ pub fn search_pq(
     if k == 0 {
         return Ok(empty(nq, metric));
     }
-    // Partial results carry list positions in 48 bits.
-    let longest = lists.iter().map(|l| l.ids.len()).max().unwrap_or(0);
-    let packable = longest as u64 <= scan::MAX_PACKED_ID as u64 + 1;
+    let packable = lists.iter().all(|l| {
+        l.ids
+            .iter()
+            .all(|&id| (0..=scan::MAX_PACKED_ID).contains(&id))
+    });
     if bbs != 32 || !packable {
         let t = Instant::now();
         let r = search_pq_reference(
@@ -518,7 +501,6 @@ pub fn search_pq(
         scores.as_slice_mut().expect("contiguous"),
     );
     let tr = scan::Transposed::new(pq);
-    let positions: Vec<i64> = (0..longest as i64).collect();
     let mut tables = scan::PqTables::default();
     let mut keys = vec![0u64; batch.min(nq) * np * k];
     let mut lens = vec![0usize; batch.min(nq) * np];
@@ -533,7 +515,6 @@ pub fn search_pq(
             |l| lists[l].ids.len(),
         );
         let (kp, lp) = (Shared(keys.as_mut_ptr()), Shared(lens.as_mut_ptr()));
-        let extra = std::sync::Mutex::new(Vec::<(usize, u64)>::new());
         groups.order.par_iter().for_each_init(
             || (Vec::<PqTop>::new(), Vec::<&[u8]>::new()),
             |(tops, lv), &l| {
@@ -544,77 +525,34 @@ pub fn search_pq(
                 tops.truncate(members.len());
                 lv.clear();
                 lv.extend(members.iter().map(|&s| tables.lut(s as usize / np)));
-                let n = list.ids.len();
-                scan::scan_pq(isa, ip, lv, m2, list.codes, n, &positions[..n], tops);
+                scan::scan_pq(isa, ip, lv, m2, list.codes, list.ids.len(), list.ids, tops);
                 for (top, &s) in tops.iter().zip(members) {
                     let s = s as usize;
-                    let (head, tail) = top.keys.split_at(top.keys.len().min(k));
                     // SAFETY: slots are disjoint (one per query and probe).
                     unsafe {
-                        kp.slice(s * k, head.len()).copy_from_slice(head);
-                        lp.slice(s, 1)[0] = head.len();
-                    }
-                    if !tail.is_empty() {
-                        // Ties with the k-th sum beyond k: rare, kept aside.
-                        let mut x = extra.lock().expect("no panics while held");
-                        x.extend(tail.iter().map(|&key| (s, key)));
+                        kp.slice(s * k, top.keys.len()).copy_from_slice(&top.keys);
+                        lp.slice(s, 1)[0] = top.keys.len();
                     }
                 }
             },
         );
-        let mut extra = extra.into_inner().expect("no panics while held");
-        extra.sort_unstable();
         ids_all[b0 * k..(b0 + bn) * k]
             .par_chunks_mut(k)
             .zip(scores_all[b0 * k..(b0 + bn) * k].par_chunks_mut(k))
             .enumerate()
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(order, part), (q, (ids_q, scores_q))| {
-                    // Replay each list's candidates through faiss's heap, lists
-                    // in ascending number and entries in list order, as faiss
-                    // scans them.
-                    order.clear();
-                    for r in 0..np {
-                        let l = probes[[b0 + q, r]];
-                        if l >= 0 {
-                            order.push((l as usize, q * np + r));
-                        }
-                    }
-                    order.sort_unstable();
-                    let mut heap = scan::FaissHeap::new(k);
-                    for &(l, s) in order.iter() {
-                        part.clear();
-                        let at = extra.partition_point(|e| e.0 < s);
-                        let more = extra[at..].iter().take_while(|e| e.0 == s).map(|e| &e.1);
-                        part.extend(
-                            keys[s * k..s * k + lens[s]]
-                                .iter()
-                                .chain(more)
-                                .map(|&key| scan::pq_unkey(key, ip))
-                                .map(|(sum, pos)| (pos, sum)),
-                        );
-                        part.sort_unstable();
-                        for &(pos, sum) in part.iter() {
-                            let id = lists[l].ids[pos as usize];
-                            if ip {
-                                heap.push(u32::from(!sum), -id);
-                            } else {
-                                heap.push(u32::from(sum), id);
-                            }
-                        }
-                    }
-                    for (r, (sum, tie)) in heap.into_sorted().into_iter().enumerate() {
-                        let (sum, id) = if ip {
-                            (!(sum as u16), -tie)
-                        } else {
-                            (sum as u16, tie)
-                        };
-                        ids_q[r] = id;
-                        scores_q[r] = tables.distance(q, sum);
-                    }
-                },
-            );
+            .for_each_init(Vec::new, |all, (q, (ids_q, scores_q))| {
+                all.clear();
+                for s in q * np..(q + 1) * np {
+                    all.extend_from_slice(&keys[s * k..s * k + lens[s]]);
+                }
+                all.sort_unstable();
+                all.dedup();
+                for (r, &key) in all.iter().take(k).enumerate() {
+                    let (sum, id) = scan::pq_unkey(key, ip);
+                    ids_q[r] = id;
+                    scores_q[r] = tables.distance(q, sum);
+                }
+            });
     }
     times.scan += t.elapsed().as_secs_f64();
     Ok(Neighbours { ids, scores })
