@@ -3,6 +3,7 @@
 mod assign;
 mod context;
 mod expand;
+mod pq;
 mod sums;
 
 use ndarray::{Array2, ArrayView2};
@@ -10,7 +11,7 @@ use ndarray::{Array2, ArrayView2};
 pub use assign::AssignVariant;
 use context::Gpu;
 
-use super::{Assignment, Backend, BackendInfo};
+use super::{Assignment, Backend, BackendInfo, PqAssignment};
 use crate::{Metric, Result};
 
 pub struct GpuBackend {
@@ -18,6 +19,7 @@ pub struct GpuBackend {
     assign: assign::AssignKernel,
     sums: sums::SumsKernel,
     expand: expand::ExpandKernel,
+    pq: pq::PqKernel,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -31,6 +33,7 @@ impl GpuBackend {
         let assign = assign::AssignKernel::new(&gpu)?;
         let sums = sums::SumsKernel::new(&gpu)?;
         let expand = expand::ExpandKernel::new(&gpu)?;
+        let pq = pq::PqKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
         // workgroup-memory tiles do not.
@@ -47,6 +50,7 @@ impl GpuBackend {
             assign,
             sums,
             expand,
+            pq,
             variant,
             max_binding,
         })
@@ -101,6 +105,16 @@ impl Backend for GpuBackend {
             c,
             m,
         )
+    }
+
+    fn pq_assign(
+        &self,
+        x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+    ) -> Result<PqAssignment> {
+        pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
     }
 
     fn expand(
