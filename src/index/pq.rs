@@ -37,7 +37,7 @@ struct SubSpace {
 /// Train the 4-bit product quantizer of `M = m` sub-spaces on the rows of `x`.
 pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<ProductQuantizer> {
     let (n, d) = x.dim();
-    if m == 0 || d % m != 0 {
+    if m == 0 || !d.is_multiple_of(m) {
         return Err(Error::Invalid(format!(
             "PQ{m}: the dimension {d} must be a multiple of M"
         )));

@@ -20,7 +20,7 @@ pub(crate) fn check(
     ksub: usize,
 ) -> Result<usize> {
     let d = x.ncols();
-    if m == 0 || d % m != 0 {
+    if m == 0 || !d.is_multiple_of(m) {
         return Err(Error::Invalid(format!(
             "pq_assign: {d} dimensions do not split into {m} sub-spaces"
         )));

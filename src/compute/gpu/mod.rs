@@ -4,12 +4,14 @@ mod assign;
 mod context;
 mod expand;
 mod pq;
+mod search;
 mod sums;
 
 use ndarray::{Array2, ArrayView2};
 
 pub use assign::AssignVariant;
 use context::Gpu;
+pub use search::MAX_K as SEARCH_MAX_K;
 
 use super::{Assignment, Backend, BackendInfo, PqAssignment};
 use crate::{Metric, Result};
@@ -20,6 +22,7 @@ pub struct GpuBackend {
     sums: sums::SumsKernel,
     expand: expand::ExpandKernel,
     pq: pq::PqKernel,
+    search: search::SearchKernel,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -34,6 +37,7 @@ impl GpuBackend {
         let sums = sums::SumsKernel::new(&gpu)?;
         let expand = expand::ExpandKernel::new(&gpu)?;
         let pq = pq::PqKernel::new(&gpu)?;
+        let search = search::SearchKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
         // workgroup-memory tiles do not.
@@ -51,6 +55,7 @@ impl GpuBackend {
             sums,
             expand,
             pq,
+            search,
             variant,
             max_binding,
         })
@@ -115,6 +120,21 @@ impl Backend for GpuBackend {
         ksub: usize,
     ) -> Result<PqAssignment> {
         pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
+    }
+
+    fn search_index(
+        &self,
+        index: &crate::faiss::Index,
+        queries: ArrayView2<f32>,
+        k: usize,
+        nprobe: Option<usize>,
+    ) -> Option<Result<super::knn::Neighbours>> {
+        let s = search::Searcher {
+            gpu: &self.gpu,
+            kernel: &self.search,
+            max_binding: self.max_binding,
+        };
+        search::search_index(&s, index, queries, k, nprobe)
     }
 
     fn expand(
