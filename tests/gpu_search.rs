@@ -235,3 +235,31 @@ fn padding_where_lists_are_short() {
         check(&g, &pq, &q, 100, 2, true, "short IVF-PQfs");
     }
 }
+
+/// `GpuBackend::knn` runs the Flat search kernels: equal to the CPU k-NN.
+#[test]
+fn knn_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for &(nq, nb, d, k) in &[
+        (1, 1, 1, 1),
+        (70, 1500, 13, 8),
+        (130, 40, 64, 50),
+        (5, 2100, 3, 16),
+    ] {
+        let x = random(&mut rng, nq, d);
+        let y = random(&mut rng, nb, d);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let want = CpuBackend::new()
+                .knn(x.view(), y.view(), k, metric)
+                .unwrap();
+            let got = g.knn(x.view(), y.view(), k, metric).unwrap();
+            compare(
+                &format!("knn nq{nq} nb{nb} d{d} k{k} {metric:?}"),
+                &got,
+                &want,
+                false,
+            );
+        }
+    }
+}

@@ -84,6 +84,14 @@ impl GpuBackend {
         self
     }
 
+    fn searcher(&self) -> search::Searcher<'_> {
+        search::Searcher {
+            gpu: &self.gpu,
+            kernel: &self.search,
+            max_binding: self.max_binding,
+        }
+    }
+
     /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
     pub fn adapter_info(&self) -> wgpu::AdapterInfo {
         self.gpu.info.clone()
@@ -122,6 +130,17 @@ impl Backend for GpuBackend {
         pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
     }
 
+    fn knn(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<super::knn::Neighbours> {
+        let s = self.searcher();
+        search::knn(&s, x, y, k, metric).unwrap_or_else(|| Ok(super::knn::knn(x, y, k, metric)))
+    }
+
     fn search_index(
         &self,
         index: &crate::faiss::Index,
@@ -129,12 +148,7 @@ impl Backend for GpuBackend {
         k: usize,
         nprobe: Option<usize>,
     ) -> Option<Result<super::knn::Neighbours>> {
-        let s = search::Searcher {
-            gpu: &self.gpu,
-            kernel: &self.search,
-            max_binding: self.max_binding,
-        };
-        search::search_index(&s, index, queries, k, nprobe)
+        search::search_index(&self.searcher(), index, queries, k, nprobe)
     }
 
     fn expand(

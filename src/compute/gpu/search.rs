@@ -814,3 +814,30 @@ fn refine(
         })
         .collect())
 }
+
+/// Exact k-NN of the rows of `x` among the rows of `y` (the Flat search);
+/// `None` where the kernels do not cover the request.
+pub(crate) fn knn(
+    s: &Searcher<'_>,
+    x: ArrayView2<f32>,
+    y: ArrayView2<f32>,
+    k: usize,
+    metric: Metric,
+) -> Option<Result<Neighbours>> {
+    let d = x.ncols();
+    if k == 0 || k > MAX_K || x.nrows() == 0 || !flat_ok(d) || y.nrows() >= EMPTY as usize {
+        return None;
+    }
+    if y.ncols() != d {
+        return Some(Err(Error::Invalid(format!(
+            "knn: queries have {d} dimensions, the database {}",
+            y.ncols()
+        ))));
+    }
+    let x = x.as_standard_layout();
+    let y = y.as_standard_layout();
+    let ties: Vec<u32> = (0..y.nrows() as u32).collect();
+    let lists = [(y.as_slice().expect("standard layout"), ties)];
+    let found = flat_lists(s, metric, d, &lists, x.view(), k, |_| vec![0]);
+    Some(found.map(|f| to_neighbours(f, k, metric)))
+}
