@@ -3,9 +3,9 @@
 //
 // Every workgroup handles one work item: (query, a segment of at most 1024
 // entries, where to write its k best). The segment's scores go to workgroup
-// memory with their tie-break values and are sorted there (bitonic, only the
-// next power of two ≥ the segment size); the first k are written out. A merge
-// item sorts up to 1024 candidates of one query the same way. The host runs
+// memory with their tie-break values; a bitonic selection there leaves the
+// best k in order at the front (see `select_top`), and they are written out. A merge
+// item selects from up to 1024 candidates of one query the same way. The host runs
 // merge passes until one list of k remains per query, so no invocation ever
 // loops over a whole list (lavapipe cuts loop nests at 65 535 iterations)
 // and no query × entries score matrix exists.
@@ -63,7 +63,7 @@ fn item_index(wid: vec3<u32>) -> u32 {
     return wid.x + wid.y * p.groups_x;
 }
 
-// Power of two ≥ max(count, k): the part of `sk` that is sorted.
+// Power of two ≥ max(count, k): the part of `sk` selection runs over.
 fn sort_size(count: u32) -> u32 {
     var n = 1u;
     while n < max(count, p.k) {
@@ -76,26 +76,61 @@ fn better(ka: f32, ta: u32, kb: f32, tb: u32) -> bool {
     return ka < kb || (ka == kb && ta < tb);
 }
 
-// Bitonic sort of sk/st[0..n), ascending; n a power of two, the same for the
-// whole workgroup.
-fn sort(n: u32, t: u32) {
+fn cmpx(i: u32, l: u32, up: bool) {
+    let ki = sk[i];
+    let ti = st[i];
+    let kl = sk[l];
+    let tl = st[l];
+    if better(kl, tl, ki, ti) == up {
+        sk[i] = kl;
+        st[i] = tl;
+        sk[l] = ki;
+        st[l] = ti;
+    }
+}
+
+// The best kp (k rounded up to a power of two) of sk/st[0..n), sorted into
+// sk/st[0..kp), without sorting all n: bitonic-sort runs of kp (alternately
+// ascending and descending), then halve the runs until one is left: the
+// element-wise better of an ascending and a descending run is a bitonic
+// sequence holding the pair's best kp, which log2(kp) steps sort again.
+// n is a power of two ≥ kp, the same for the whole workgroup.
+fn select_top(n: u32, t: u32) {
+    var kp = 1u;
+    while kp < p.k {
+        kp = kp << 1u;
+    }
     workgroupBarrier();
-    for (var size = 2u; size <= n; size = size << 1u) {
+    for (var size = 2u; size <= kp; size = size << 1u) {
         for (var j = size >> 1u; j > 0u; j = j >> 1u) {
             for (var h = t; h < n / 2u; h += WG) {
                 let i = (h / j) * 2u * j + (h % j);
-                let l = i + j;
-                let up = (i & size) == 0u;
-                let ki = sk[i];
-                let ti = st[i];
-                let kl = sk[l];
-                let tl = st[l];
-                if better(kl, tl, ki, ti) == up {
-                    sk[i] = kl;
-                    st[i] = tl;
-                    sk[l] = ki;
-                    st[l] = ti;
-                }
+                cmpx(i, i + j, (i & size) == 0u);
+            }
+            workgroupBarrier();
+        }
+    }
+    var stride = kp;
+    var runs = n / kp;
+    let half = max(kp / 2u, 1u);
+    while runs > 1u {
+        for (var h = t; h < (runs / 2u) * kp; h += WG) {
+            let a = (h / kp) * 2u * stride + h % kp;
+            let b = a + stride;
+            if better(sk[b], st[b], sk[a], st[a]) {
+                sk[a] = sk[b];
+                st[a] = st[b];
+            }
+        }
+        workgroupBarrier();
+        runs = runs / 2u;
+        stride = stride * 2u;
+        for (var j = kp >> 1u; j > 0u; j = j >> 1u) {
+            for (var h = t; h < runs * half; h += WG) {
+                let r = h / half;
+                let w = h % half;
+                let i = r * stride + (w / j) * 2u * j + (w % j);
+                cmpx(i, i + j, (r & 1u) == 0u);
             }
             workgroupBarrier();
         }
@@ -187,7 +222,7 @@ fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             }
         }
     }
-    sort(n, t);
+    select_top(n, t);
     write_top(it.out, t);
 }
 
@@ -246,7 +281,7 @@ fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             st[e] = 0xffffffffu;
         }
     }
-    sort(n, t);
+    select_top(n, t);
     write_top(it.out, t);
 }
 
@@ -269,6 +304,6 @@ fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             st[e] = 0xffffffffu;
         }
     }
-    sort(n, t);
+    select_top(n, t);
     write_top(it.out, t);
 }
