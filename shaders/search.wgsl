@@ -31,14 +31,13 @@ struct Params {
 }
 
 struct Item {
-    q: u32,      // query row in the bound query buffer
-    data: u32,   // flat: first vector (row); PQ: first u32 word of the segment; merge: first candidate
-    ids: u32,    // first tie value in `ids`
-    count: u32,  // entries (or candidates)
-    out: u32,    // first output candidate
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    q: vec4<u32>,   // query rows in the bound query buffer (flat: up to 4; others: .x)
+    out: vec4<u32>, // first output candidate of each query
+    data: u32,      // flat: first vector (row); PQ: first u32 word of the segment; merge: first candidate
+    ids: u32,       // first tie value in `ids`
+    count: u32,     // entries (or candidates)
+    nq: u32,        // flat: queries in `q` (1 to 4)
+    _pad: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -96,14 +95,21 @@ fn cmpx(i: u32, l: u32, up: bool) {
 // sequence holding the pair's best kp, which log2(kp) steps sort again.
 // n is a power of two ≥ kp, the same for the whole workgroup.
 fn select_top(n: u32, t: u32) {
+    select_groups(n, 1u, t);
+}
+
+// `select_top` on `groups` independent arrays of n, back to back: group g's
+// best kp end up sorted at g · n.
+fn select_groups(n: u32, groups: u32, t: u32) {
     var kp = 1u;
     while kp < p.k {
         kp = kp << 1u;
     }
     workgroupBarrier();
+    let all = n * groups;
     for (var size = 2u; size <= kp; size = size << 1u) {
         for (var j = size >> 1u; j > 0u; j = j >> 1u) {
-            for (var h = t; h < n / 2u; h += WG) {
+            for (var h = t; h < all / 2u; h += WG) {
                 let i = (h / j) * 2u * j + (h % j);
                 cmpx(i, i + j, (i & size) == 0u);
             }
@@ -111,9 +117,9 @@ fn select_top(n: u32, t: u32) {
         }
     }
     var stride = kp;
-    var runs = n / kp;
+    var runs = all / kp;
     let half = max(kp / 2u, 1u);
-    while runs > 1u {
+    while runs > groups {
         for (var h = t; h < (runs / 2u) * kp; h += WG) {
             let a = (h / kp) * 2u * stride + h % kp;
             let b = a + stride;
@@ -135,11 +141,27 @@ fn select_top(n: u32, t: u32) {
             workgroupBarrier();
         }
     }
+    // Every group's run ascending (odd runs are descending, i.e. bitonic).
+    if groups > 1u {
+        for (var j = kp >> 1u; j > 0u; j = j >> 1u) {
+            for (var h = t; h < groups * half; h += WG) {
+                let r = h / half;
+                let w = h % half;
+                let i = r * stride + (w / j) * 2u * j + (w % j);
+                cmpx(i, i + j, true);
+            }
+            workgroupBarrier();
+        }
+    }
 }
 
 fn write_top(out: u32, t: u32) {
+    write_group(out, 0u, t);
+}
+
+fn write_group(out: u32, at: u32, t: u32) {
     for (var r = t; r < p.k; r += WG) {
-        cand_out[out + r] = vec2<u32>(bitcast<u32>(sk[r]), st[r]);
+        cand_out[out + r] = vec2<u32>(bitcast<u32>(sk[at + r]), st[at + r]);
     }
 }
 
@@ -163,6 +185,9 @@ fn flat_key(acc: f32) -> f32 {
     return -acc;
 }
 
+// Flat scan: up to 4 queries × 256 entries per workgroup. Each invocation
+// holds a 4 × 4 register block (entries t + 64i, queries j), so a vector load
+// serves four queries and a query load four entries.
 @compute @workgroup_size(64)
 fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let w = item_index(wid);
@@ -173,57 +198,74 @@ fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     let count = uniform_count(it, t);
     let n = sort_size(count);
     let dp4 = p.dp4;
-    let qb = it.q * dp4;
+    let nq = it.nq;
+    let qb = vec4<u32>(it.q.x, it.q[min(1u, nq - 1u)], it.q[min(2u, nq - 1u)], it.q[min(3u, nq - 1u)]) * dp4;
     let last = it.data + max(count, 1u) - 1u;
-    // Four entries per invocation and pass, sharing each query load.
-    for (var e0 = 0u; e0 < n; e0 += 4u * WG) {
-        let e = e0 + t;
-        let r0 = min(it.data + e, last) * dp4;
-        let r1 = min(it.data + e + WG, last) * dp4;
-        let r2 = min(it.data + e + 2u * WG, last) * dp4;
-        let r3 = min(it.data + e + 3u * WG, last) * dp4;
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
-        if p.metric == 0u {
-            for (var c = 0u; c < dp4; c++) {
-                let qv = f4(qry[qb + c]);
-                let d0 = qv - f4(data[r0 + c]);
-                let d1 = qv - f4(data[r1 + c]);
-                let d2 = qv - f4(data[r2 + c]);
-                let d3 = qv - f4(data[r3 + c]);
-                a0 += d0 * d0;
-                a1 += d1 * d1;
-                a2 += d2 * d2;
-                a3 += d3 * d3;
-            }
-        } else {
-            for (var c = 0u; c < dp4; c++) {
-                let qv = f4(qry[qb + c]);
-                a0 += qv * f4(data[r0 + c]);
-                a1 += qv * f4(data[r1 + c]);
-                a2 += qv * f4(data[r2 + c]);
-                a3 += qv * f4(data[r3 + c]);
-            }
+    let r0 = min(it.data + t, last) * dp4;
+    let r1 = min(it.data + t + WG, last) * dp4;
+    let r2 = min(it.data + t + 2u * WG, last) * dp4;
+    let r3 = min(it.data + t + 3u * WG, last) * dp4;
+    // a<entry><query>
+    var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0); var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0); var a21 = vec4<f32>(0.0); var a22 = vec4<f32>(0.0); var a23 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0); var a32 = vec4<f32>(0.0); var a33 = vec4<f32>(0.0);
+    if p.metric == 0u {
+        for (var c = 0u; c < dp4; c++) {
+            let q0 = f4(qry[qb.x + c]);
+            let q1 = f4(qry[qb.y + c]);
+            let q2 = f4(qry[qb.z + c]);
+            let q3 = f4(qry[qb.w + c]);
+            let v0 = f4(data[r0 + c]);
+            let v1 = f4(data[r1 + c]);
+            let v2 = f4(data[r2 + c]);
+            let v3 = f4(data[r3 + c]);
+            var e = v0 - q0; a00 += e * e; e = v0 - q1; a01 += e * e; e = v0 - q2; a02 += e * e; e = v0 - q3; a03 += e * e;
+            e = v1 - q0; a10 += e * e; e = v1 - q1; a11 += e * e; e = v1 - q2; a12 += e * e; e = v1 - q3; a13 += e * e;
+            e = v2 - q0; a20 += e * e; e = v2 - q1; a21 += e * e; e = v2 - q2; a22 += e * e; e = v2 - q3; a23 += e * e;
+            e = v3 - q0; a30 += e * e; e = v3 - q1; a31 += e * e; e = v3 - q2; a32 += e * e; e = v3 - q3; a33 += e * e;
         }
-        let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-        for (var i = 0u; i < 4u; i++) {
-            let ei = e + i * WG;
-            if ei < n {
-                if ei < count {
-                    let a = acc[i];
-                    sk[ei] = flat_key(a.x + a.y + a.z + a.w);
-                    st[ei] = ids[it.ids + ei];
-                } else {
-                    sk[ei] = p.inf;
-                    st[ei] = 0xffffffffu;
-                }
+    } else {
+        for (var c = 0u; c < dp4; c++) {
+            let q0 = f4(qry[qb.x + c]);
+            let q1 = f4(qry[qb.y + c]);
+            let q2 = f4(qry[qb.z + c]);
+            let q3 = f4(qry[qb.w + c]);
+            let v0 = f4(data[r0 + c]);
+            let v1 = f4(data[r1 + c]);
+            let v2 = f4(data[r2 + c]);
+            let v3 = f4(data[r3 + c]);
+            a00 += v0 * q0; a01 += v0 * q1; a02 += v0 * q2; a03 += v0 * q3;
+            a10 += v1 * q0; a11 += v1 * q1; a12 += v1 * q2; a13 += v1 * q3;
+            a20 += v2 * q0; a21 += v2 * q1; a22 += v2 * q2; a23 += v2 * q3;
+            a30 += v3 * q0; a31 += v3 * q1; a32 += v3 * q2; a33 += v3 * q3;
+        }
+    }
+    let one = vec4<f32>(1.0);
+    let acc = array<vec4<f32>, 4>(
+        vec4<f32>(dot(a00, one), dot(a01, one), dot(a02, one), dot(a03, one)),
+        vec4<f32>(dot(a10, one), dot(a11, one), dot(a12, one), dot(a13, one)),
+        vec4<f32>(dot(a20, one), dot(a21, one), dot(a22, one), dot(a23, one)),
+        vec4<f32>(dot(a30, one), dot(a31, one), dot(a32, one), dot(a33, one)),
+    );
+    for (var i = 0u; i < 4u; i++) {
+        let e = t + i * WG;
+        if e < n {
+            let live = e < count;
+            var tie = 0xffffffffu;
+            if live {
+                tie = ids[it.ids + e];
+            }
+            for (var j = 0u; j < 4u; j++) {
+                sk[j * n + e] = select(p.inf, flat_key(acc[i][j]), live);
+                st[j * n + e] = tie;
             }
         }
     }
-    select_top(n, t);
-    write_top(it.out, t);
+    select_groups(n, 4u, t);
+    for (var j = 0u; j < nq; j++) {
+        write_group(it.out[j], j * n, t);
+    }
 }
 
 fn code_byte(byte: u32) -> u32 {
@@ -245,7 +287,7 @@ fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let it = items[p.items_base + w];
     let count = uniform_count(it, t);
     let n = sort_size(count);
-    let lb = it.q * p.lut_words;
+    let lb = it.q.x * p.lut_words;
     for (var i = t; i < p.lut_words; i += WG) {
         let g = lb + i;
         lut[i] = qry[g >> 2u][g & 3u];
@@ -282,7 +324,7 @@ fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         }
     }
     select_top(n, t);
-    write_top(it.out, t);
+    write_top(it.out.x, t);
 }
 
 @compute @workgroup_size(64)
@@ -305,5 +347,5 @@ fn merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         }
     }
     select_top(n, t);
-    write_top(it.out, t);
+    write_top(it.out.x, t);
 }

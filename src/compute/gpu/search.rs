@@ -19,11 +19,14 @@ use crate::{Error, Metric, Result};
 
 /// Largest k (and nprobe, and k·k_factor) the device selection handles.
 pub const MAX_K: usize = 128;
-/// Entries per work item: the workgroup's sort buffer.
+/// Entries per work item: the workgroup's selection buffer.
 const SEG: usize = 1024;
+/// Entries per flat work item, which scores `QB` queries at once.
+const SEG_FLAT: usize = 256;
+const QB: usize = 4;
 /// Table words per query the PQ kernel keeps in workgroup memory.
 const MAX_LUT_WORDS: usize = 4096;
-/// Loop trips per invocation in the flat scan (4 passes × dp4).
+/// Loop trips per invocation in the flat scan (dp4).
 const LOOP_BUDGET: usize = 16_384;
 /// Candidate buffers and data chunks stay at most this large.
 const CAP_BYTES: u64 = 64 << 20;
@@ -49,12 +52,13 @@ struct Params {
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Item {
-    q: u32,
+    q: [u32; 4],
+    out: [u32; 4],
     data: u32,
     ids: u32,
     count: u32,
-    out: u32,
-    _pad: [u32; 3],
+    nq: u32,
+    _pad: [u32; 4],
 }
 
 pub(crate) struct SearchKernel {
@@ -109,6 +113,9 @@ struct Chunk {
 /// Up to `SEG` consecutive entries of one list inside one chunk.
 #[derive(Clone, Copy)]
 struct Seg {
+    /// Unique per segment of one upload, so that queries scanning the same
+    /// segment share work items.
+    id: usize,
     chunk: usize,
     /// Flat: first row; PQ: first u32 word.
     data: u32,
@@ -162,10 +169,11 @@ impl Searcher<'_> {
             )));
         }
         // Segments never straddle chunks.
-        let seg = SEG.min(cap_rows);
+        let seg = SEG_FLAT.min(cap_rows);
         let mut chunks = Vec::new();
         let mut segs = Vec::with_capacity(lists.len());
         let (mut rows, mut tie): (Vec<f32>, Vec<u32>) = (Vec::new(), Vec::new());
+        let mut nseg = 0;
         for l in lists {
             let mut mine = Vec::new();
             let n = l.ties.len();
@@ -177,11 +185,13 @@ impl Searcher<'_> {
                     tie.clear();
                 }
                 mine.push(Seg {
+                    id: nseg,
                     chunk: chunks.len(),
                     data: tie.len() as u32,
                     ids: tie.len() as u32,
                     count: (e - s) as u32,
                 });
+                nseg += 1;
                 rows.extend_from_slice(&l.data[s * d..e * d]);
                 tie.extend_from_slice(&l.ties[s..e]);
             }
@@ -229,6 +239,7 @@ impl Searcher<'_> {
         let mut chunks = Vec::new();
         let mut segs = Vec::with_capacity(lists.len());
         let (mut bytes, mut tie): (Vec<u8>, Vec<u32>) = (Vec::new(), Vec::new());
+        let mut nseg = 0;
         let flush = |bytes: &mut Vec<u8>, tie: &mut Vec<u32>, chunks: &mut Vec<Chunk>| {
             bytes.resize(round_up(bytes.len().max(16), 16), 0);
             chunks.push(Chunk {
@@ -254,11 +265,13 @@ impl Searcher<'_> {
                     flush(&mut bytes, &mut tie, &mut chunks);
                 }
                 mine.push(Seg {
+                    id: nseg,
                     chunk: chunks.len(),
                     data: (bytes.len() / 4) as u32,
                     ids: tie.len() as u32,
                     count: (e - s) as u32,
                 });
+                nseg += 1;
                 bytes.extend_from_slice(&l.data[b0..b1]);
                 tie.extend_from_slice(&l.ties[s..e]);
             }
@@ -345,22 +358,42 @@ impl Searcher<'_> {
             (params.len() - 1, gx as u32, n.div_ceil(gx) as u32)
         };
 
-        // Scan: items grouped by chunk, outputs per query contiguous.
+        // Scan: outputs per query contiguous; items grouped by chunk, and for
+        // the flat scan up to QB queries of the same segment per item.
+        let per_item = match scan {
+            Scan::Flat { .. } => QB,
+            Scan::Pq { .. } => 1,
+        };
         let mut region = Vec::with_capacity(nq);
-        let mut by_chunk: Vec<Vec<Item>> = (0..chunks.len()).map(|_| Vec::new()).collect();
+        let mut users: std::collections::BTreeMap<usize, (Seg, Vec<(u32, u32)>)> =
+            Default::default();
         let mut next = 0u32;
         for (q, segs) in per_query.iter().enumerate() {
             region.push((next, (segs.len() * k) as u32));
             for s in segs {
-                by_chunk[s.chunk].push(Item {
-                    q: q as u32,
+                users
+                    .entry(s.id)
+                    .or_insert((*s, Vec::new()))
+                    .1
+                    .push((q as u32, next));
+                next += k as u32;
+            }
+        }
+        let mut by_chunk: Vec<Vec<Item>> = (0..chunks.len()).map(|_| Vec::new()).collect();
+        for (s, qs) in users.values() {
+            for group in qs.chunks(per_item) {
+                let mut item = Item {
                     data: s.data,
                     ids: s.ids,
                     count: s.count,
-                    out: next,
+                    nq: group.len() as u32,
                     ..Default::default()
-                });
-                next += k as u32;
+                };
+                for (j, &(q, out)) in group.iter().enumerate() {
+                    item.q[j] = q;
+                    item.out[j] = out;
+                }
+                by_chunk[s.chunk].push(item);
             }
         }
         let cand_len = next.max(1) as usize;
@@ -384,10 +417,11 @@ impl Searcher<'_> {
                 let start = next;
                 for off in (0..c).step_by(per) {
                     new.push(Item {
-                        q: q as u32,
+                        q: [q as u32, 0, 0, 0],
+                        out: [next, 0, 0, 0],
                         data: s + off,
                         count: (c - off).min(per as u32),
-                        out: next,
+                        nq: 1,
                         ..Default::default()
                     });
                     next += k as u32;
@@ -552,7 +586,7 @@ fn flat_score(metric: Metric, key: f32) -> f32 {
 
 /// Whether the flat scan's loops stay within budget for `d` dimensions.
 fn flat_ok(d: usize) -> bool {
-    4 * d.div_ceil(4).max(1) <= LOOP_BUDGET
+    d.div_ceil(4).max(1) <= LOOP_BUDGET
 }
 
 /// Search `index` on the device; `None` for what the kernels do not cover.
