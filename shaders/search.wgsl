@@ -273,11 +273,14 @@ fn code_byte(byte: u32) -> u32 {
     return (data[w >> 2u][w & 3u] >> ((byte & 3u) * 8u)) & 0xffu;
 }
 
-fn lut_entry(sq: u32, c: u32) -> u32 {
+// Entry c of sub-quantizer sq in the table starting at word `base`.
+fn lut_entry(base: u32, sq: u32, c: u32) -> u32 {
     let i = sq * 16u + c;
-    return (lut[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
+    return (lut[base + (i >> 2u)] >> ((i & 3u) * 8u)) & 0xffu;
 }
 
+// PQ fast-scan: up to 4 queries (their tables in workgroup memory) × 256
+// entries per workgroup; each code byte read serves all of them.
 @compute @workgroup_size(64)
 fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let w = item_index(wid);
@@ -287,15 +290,26 @@ fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let it = items[p.items_base + w];
     let count = uniform_count(it, t);
     let n = sort_size(count);
-    let lb = it.q.x * p.lut_words;
-    for (var i = t; i < p.lut_words; i += WG) {
-        let g = lb + i;
-        lut[i] = qry[g >> 2u][g & 3u];
+    let lw = p.lut_words;
+    let nq = it.nq;
+    for (var g = 0u; g < nq; g++) {
+        let lb = it.q[g] * lw;
+        for (var i = t; i < lw; i += WG) {
+            let at = lb + i;
+            lut[g * lw + i] = qry[at >> 2u][at & 3u];
+        }
     }
     workgroupBarrier();
+    // Table of query slot j (slots past nq reuse the last query's).
+    let tb = vec4<u32>(0u, min(1u, nq - 1u), min(2u, nq - 1u), min(3u, nq - 1u)) * lw;
     let seg_byte = it.data * 4u;
     let pairs = (p.m + 1u) / 2u;
-    for (var e = t; e < n; e += WG) {
+    for (var i = 0u; i < 4u; i++) {
+        let e = t + i * WG;
+        if e >= n {
+            continue;
+        }
+        var acc = vec4<u32>(0u);
         if e < count {
             let blk = e / p.bbs;
             let inb = e % p.bbs;
@@ -308,23 +322,32 @@ fn scan_pq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             }
             let shift = select(0u, 4u, u >= 16u);
             let b0 = seg_byte + blk * p.block_bytes + (inb / 32u) * 32u + slot;
-            var acc = 0u;
             for (var pp = 0u; pp < pairs; pp++) {
                 let at = b0 + pp * p.bbs;
-                acc += lut_entry(2u * pp, (code_byte(at) >> shift) & 15u);
-                if 2u * pp + 1u < p.m {
-                    acc += lut_entry(2u * pp + 1u, (code_byte(at + 16u) >> shift) & 15u);
+                let c0 = (code_byte(at) >> shift) & 15u;
+                let s0 = 2u * pp;
+                acc += vec4<u32>(lut_entry(tb.x, s0, c0), lut_entry(tb.y, s0, c0), lut_entry(tb.z, s0, c0), lut_entry(tb.w, s0, c0));
+                if s0 + 1u < p.m {
+                    let c1 = (code_byte(at + 16u) >> shift) & 15u;
+                    let s1 = s0 + 1u;
+                    acc += vec4<u32>(lut_entry(tb.x, s1, c1), lut_entry(tb.y, s1, c1), lut_entry(tb.z, s1, c1), lut_entry(tb.w, s1, c1));
                 }
             }
-            sk[e] = flat_key(f32(acc));
-            st[e] = ids[it.ids + e];
-        } else {
-            sk[e] = p.inf;
-            st[e] = 0xffffffffu;
+        }
+        let live = e < count;
+        var tie = 0xffffffffu;
+        if live {
+            tie = ids[it.ids + e];
+        }
+        for (var j = 0u; j < 4u; j++) {
+            sk[j * n + e] = select(p.inf, flat_key(f32(acc[j])), live);
+            st[j * n + e] = tie;
         }
     }
-    select_top(n, t);
-    write_top(it.out.x, t);
+    select_groups(n, 4u, t);
+    for (var j = 0u; j < nq; j++) {
+        write_group(it.out[j], j * n, t);
+    }
 }
 
 @compute @workgroup_size(64)

@@ -263,3 +263,19 @@ fn knn_matches_cpu() {
         }
     }
 }
+
+/// Many sub-quantizers: fewer queries' tables fit workgroup memory per item
+/// (3 for M = 300, 1 for M = 600).
+#[test]
+fn wide_pq_tables() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for m in [300, 600] {
+        let x = random(&mut rng, 400, m);
+        let q = random(&mut rng, 9, m);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let pq = make(&x, &format!("IVF4,PQ{m}x4fs"), metric);
+            check(&g, &pq, &q, 16, 3, true, &format!("PQ{m} {metric:?}"));
+        }
+    }
+}

@@ -21,7 +21,7 @@ use crate::{Error, Metric, Result};
 pub const MAX_K: usize = 128;
 /// Entries per work item: the workgroup's selection buffer.
 const SEG: usize = 1024;
-/// Entries per flat work item, which scores `QB` queries at once.
+/// Entries per scan work item, which scores up to `QB` queries at once.
 const SEG_FLAT: usize = 256;
 const QB: usize = 4;
 /// Table words per query the PQ kernel keeps in workgroup memory.
@@ -229,7 +229,7 @@ impl Searcher<'_> {
     ) -> Result<(Vec<Chunk>, Vec<Vec<Seg>>)> {
         let cap = cap(self.max_binding) as usize;
         // Segments never straddle chunks.
-        let seg_blocks = (SEG / bbs).min(cap / block_bytes.max(1));
+        let seg_blocks = (SEG_FLAT / bbs).min(cap / block_bytes.max(1));
         let seg_entries = seg_blocks * bbs;
         if seg_blocks == 0 {
             return Err(Error::Gpu(
@@ -362,7 +362,8 @@ impl Searcher<'_> {
         // the flat scan up to QB queries of the same segment per item.
         let per_item = match scan {
             Scan::Flat { .. } => QB,
-            Scan::Pq { .. } => 1,
+            // As many queries' tables as workgroup memory holds.
+            Scan::Pq { m, .. } => (MAX_LUT_WORDS / (m * 4).max(1)).clamp(1, QB),
         };
         let mut region = Vec::with_capacity(nq);
         let mut users: std::collections::BTreeMap<usize, (Seg, Vec<(u32, u32)>)> =
@@ -660,7 +661,7 @@ fn search_scored(
                 || ix.pq.m * 4 > MAX_LUT_WORDS
                 || ix.bbs == 0
                 || ix.bbs % 32 != 0
-                || ix.bbs > SEG
+                || ix.bbs > SEG_FLAT
             {
                 return None;
             }
