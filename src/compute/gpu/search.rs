@@ -601,6 +601,13 @@ pub(crate) fn search_index(
     if k == 0 || k > MAX_K || queries.nrows() == 0 || !flat_ok(index.d()) {
         return None;
     }
+    if queries.ncols() != index.d() {
+        return Some(Err(Error::Invalid(format!(
+            "queries have {} columns but the index holds {}-dimensional vectors",
+            queries.ncols(),
+            index.d()
+        ))));
+    }
     let queries = queries.as_standard_layout();
     let metric = index.metric();
     let found = search_scored(s, index, queries.view(), k, nprobe)?;
@@ -617,6 +624,9 @@ fn search_scored(
     let metric = index.metric();
     match index {
         Index::Flat(f) => {
+            if f.xb.len() != f.ntotal() * f.d {
+                return None;
+            }
             let ties = ties(&(0..f.ntotal() as i64).collect::<Vec<_>>(), false)?;
             Some(flat_lists(
                 s,
@@ -633,7 +643,13 @@ fn search_scored(
                 .unwrap_or(ix.ivf.nprobe)
                 .min(ix.ivf.quantizer.ntotal())
                 .max(1);
-            if np > MAX_K || ix.ivf.quantizer.ntotal() == 0 {
+            let d = ix.ivf.d;
+            // Malformed lists are left to the host path, which reports them.
+            if np > MAX_K
+                || ix.ivf.quantizer.ntotal() != ix.lists.len()
+                || ix.lists.is_empty()
+                || ix.lists.iter().any(|l| l.codes.len() != l.ids.len() * d)
+            {
                 return None;
             }
             let lists: Option<Vec<(&[f32], Vec<u32>)>> = ix
@@ -656,8 +672,13 @@ fn search_scored(
                 .max(1);
             if ix.by_residual
                 || np > MAX_K
-                || ix.ivf.quantizer.ntotal() == 0
+                || ix.ivf.quantizer.ntotal() != ix.lists.len()
+                || ix.lists.is_empty()
                 || ix.pq.nbits != 4
+                || ix.pq.m == 0
+                || ix.lists.iter().any(|l| {
+                    l.codes.len() < crate::faiss::fastscan::packed_len(l.ids.len(), ix.pq.m, ix.bbs)
+                })
                 || ix.pq.m * 4 > MAX_LUT_WORDS
                 || ix.bbs == 0
                 || ix.bbs % 32 != 0
