@@ -195,9 +195,35 @@ fn pq_assign_rejects_bad_shapes() {
     assert!(e.to_string().contains("codebooks"), "{e}");
 }
 
+/// The CPU backend without `assign_top2`, so that `kmeans::train` reassigns
+/// every row from scratch each iteration (brute force, as faiss does).
+struct FullScan(CpuBackend);
+
+impl Backend for FullScan {
+    fn info(&self) -> rvc_index::compute::BackendInfo {
+        self.0.info()
+    }
+    fn assign(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        c: ndarray::ArrayView2<f32>,
+        metric: Metric,
+    ) -> rvc_index::Result<rvc_index::compute::Assignment> {
+        self.0.assign(x, c, metric)
+    }
+    fn centroid_sums(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
+    ) -> rvc_index::Result<(Array2<f32>, Vec<u64>)> {
+        self.0.centroid_sums(x, labels, k)
+    }
+}
+
 /// The PQ training of one sub-space at a time, each its own `kmeans::train`
 /// (what faiss runs): the reference the lockstep training must reproduce.
-fn separate_kmeans(x: &Array2<f32>, m: usize) -> Vec<f32> {
+fn separate_kmeans(x: &Array2<f32>, m: usize) -> (Vec<f32>, usize) {
     let n = x.nrows();
     let x = if n > pq::TRAIN_ROWS {
         let perm = kmeans::rand_perm(n, 1234);
@@ -209,12 +235,16 @@ fn separate_kmeans(x: &Array2<f32>, m: usize) -> Vec<f32> {
     let mut params = KmeansParams::ivf(pq::KSUB, Metric::L2);
     params.niter = 25;
     let mut out = Vec::new();
+    let mut splits = 0;
     for sq in 0..m {
         let sub = x.slice(ndarray::s![.., sq * ds..(sq + 1) * ds]).to_owned();
-        let km = kmeans::train(&CpuBackend::new(), sub.view(), &params, |_| {}).unwrap();
+        let km = kmeans::train(&FullScan(CpuBackend::new()), sub.view(), &params, |s| {
+            splits += s.nsplit
+        })
+        .unwrap();
         out.extend(km.centroids.iter().copied());
     }
-    out
+    (out, splits)
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
@@ -225,12 +255,19 @@ fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 
 #[test]
 fn lockstep_training_matches_separate_kmeans() {
-    // Above 4096 rows (subsample), and a small set with empty clusters to
-    // split (60 rows in 3 tight clumps for 16 centroids).
+    // Above 4096 rows (subsample), and a small set with an empty cluster to
+    // split: the first two rows k-means draws as initial centroids are made
+    // equal, so the second centroid is nobody's nearest.
     let big = mixture(5000, 32, 40, 12);
-    let clumps = mixture(60, 12, 3, 5);
-    for (x, m) in [(&big, 8), (&clumps, 4), (&big, 32)] {
-        let want = separate_kmeans(x, m);
+    let mut clumps = mixture(60, 12, 3, 5);
+    let init = kmeans::rand_perm(60, 1235);
+    let first = clumps.row(init[0]).to_owned();
+    clumps.row_mut(init[1]).assign(&first);
+    for (x, m, splits) in [(&big, 8, false), (&clumps, 4, true), (&big, 32, false)] {
+        let (want, nsplit) = separate_kmeans(x, m);
+        if splits {
+            assert!(nsplit > 0, "the case meant to split clusters did not");
+        }
         let cpu = pq::train(&CpuBackend::new(), x.view(), m).unwrap();
         let (diff, scale) = max_diff(&want, &cpu.centroids);
         assert!(diff <= 1e-5 * scale, "cpu M{m}: {diff} (scale {scale})");
