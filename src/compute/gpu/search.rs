@@ -285,7 +285,9 @@ impl Searcher<'_> {
 
     /// Batches of consecutive queries whose candidates fit one buffer.
     fn batches(&self, per_query: &[Vec<Seg>], k: usize) -> Result<Vec<std::ops::Range<usize>>> {
-        let cap = (cap(self.max_binding) / (8 * k as u64).max(32)) as usize;
+        // A segment costs k candidates (8 bytes each) and at most two work
+        // items (64 bytes each, scan and merge) within the buffers' bound.
+        let cap = (cap(self.max_binding) / (8 * k as u64).max(128)) as usize;
         let mut out = Vec::new();
         let (mut start, mut used) = (0, 0);
         for (q, segs) in per_query.iter().enumerate() {
