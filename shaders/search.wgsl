@@ -33,11 +33,14 @@ struct Params {
 struct Item {
     q: vec4<u32>,   // query rows in the bound query buffer (flat: up to 4; others: .x)
     out: vec4<u32>, // first output candidate of each query
-    data: u32,      // flat: first vector (row); PQ: first u32 word of the segment; merge: first candidate
+    data: u32,      // flat: first vec4 of the transposed segment; PQ: first u32 word of the segment; merge: first candidate
     ids: u32,       // first tie value in `ids`
     count: u32,     // entries (or candidates)
     nq: u32,        // flat: queries in `q` (1 to 4)
-    _pad: vec4<u32>,
+    stride: u32,    // flat: entries the transposed segment is padded to (multiple of 64)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -200,11 +203,13 @@ fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     let dp4 = p.dp4;
     let nq = it.nq;
     let qb = vec4<u32>(it.q.x, it.q[min(1u, nq - 1u)], it.q[min(2u, nq - 1u)], it.q[min(3u, nq - 1u)]) * dp4;
-    let last = it.data + max(count, 1u) - 1u;
-    let r0 = min(it.data + t, last) * dp4;
-    let r1 = min(it.data + t + WG, last) * dp4;
-    let r2 = min(it.data + t + 2u * WG, last) * dp4;
-    let r3 = min(it.data + t + 3u * WG, last) * dp4;
+    // Segment vectors are stored transposed: vec4 c of entry e at
+    // data + c · L + e. Entries past L repeat entry t (scored, then dropped).
+    let L = it.stride;
+    let r0 = it.data + t;
+    let r1 = it.data + select(t, t + WG, t + WG < L);
+    let r2 = it.data + select(t, t + 2u * WG, t + 2u * WG < L);
+    let r3 = it.data + select(t, t + 3u * WG, t + 3u * WG < L);
     // a<entry><query>
     var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0);
     var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0); var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0);
@@ -216,10 +221,10 @@ fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             let q1 = f4(qry[qb.y + c]);
             let q2 = f4(qry[qb.z + c]);
             let q3 = f4(qry[qb.w + c]);
-            let v0 = f4(data[r0 + c]);
-            let v1 = f4(data[r1 + c]);
-            let v2 = f4(data[r2 + c]);
-            let v3 = f4(data[r3 + c]);
+            let v0 = f4(data[r0 + c * L]);
+            let v1 = f4(data[r1 + c * L]);
+            let v2 = f4(data[r2 + c * L]);
+            let v3 = f4(data[r3 + c * L]);
             var e = v0 - q0; a00 += e * e; e = v0 - q1; a01 += e * e; e = v0 - q2; a02 += e * e; e = v0 - q3; a03 += e * e;
             e = v1 - q0; a10 += e * e; e = v1 - q1; a11 += e * e; e = v1 - q2; a12 += e * e; e = v1 - q3; a13 += e * e;
             e = v2 - q0; a20 += e * e; e = v2 - q1; a21 += e * e; e = v2 - q2; a22 += e * e; e = v2 - q3; a23 += e * e;
@@ -231,10 +236,10 @@ fn scan_flat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             let q1 = f4(qry[qb.y + c]);
             let q2 = f4(qry[qb.z + c]);
             let q3 = f4(qry[qb.w + c]);
-            let v0 = f4(data[r0 + c]);
-            let v1 = f4(data[r1 + c]);
-            let v2 = f4(data[r2 + c]);
-            let v3 = f4(data[r3 + c]);
+            let v0 = f4(data[r0 + c * L]);
+            let v1 = f4(data[r1 + c * L]);
+            let v2 = f4(data[r2 + c * L]);
+            let v3 = f4(data[r3 + c * L]);
             a00 += v0 * q0; a01 += v0 * q1; a02 += v0 * q2; a03 += v0 * q3;
             a10 += v1 * q0; a11 += v1 * q1; a12 += v1 * q2; a13 += v1 * q3;
             a20 += v2 * q0; a21 += v2 * q1; a22 += v2 * q2; a23 += v2 * q3;

@@ -58,7 +58,8 @@ struct Item {
     ids: u32,
     count: u32,
     nq: u32,
-    _pad: [u32; 4],
+    stride: u32,
+    _pad: [u32; 3],
 }
 
 pub(crate) struct SearchKernel {
@@ -117,10 +118,12 @@ struct Seg {
     /// segment share work items.
     id: usize,
     chunk: usize,
-    /// Flat: first row; PQ: first u32 word.
+    /// Flat: first vec4; PQ: first u32 word.
     data: u32,
     ids: u32,
     count: u32,
+    /// Flat: entries the transposed segment is padded to (see `flat_chunks`).
+    stride: u32,
 }
 
 /// A list to upload: raw vectors (`len × d`) or packed codes, and tie values.
@@ -162,61 +165,66 @@ impl Searcher<'_> {
         dp4: usize,
     ) -> Result<(Vec<Chunk>, Vec<Vec<Seg>>)> {
         let row_bytes = dp4 * 16;
-        let cap_rows = cap(self.max_binding) as usize / row_bytes;
+        let cap_rows = cap(self.max_binding) as usize / row_bytes / 64 * 64;
         if cap_rows == 0 {
             return Err(Error::Gpu(format!(
                 "{d}-dimensional vectors do not fit the adapter's storage binding"
             )));
         }
-        // Segments never straddle chunks.
+        // Segments never straddle chunks. Each is stored transposed, vec4
+        // column c of its L entries (L = its size rounded up to 64) at
+        // c·L + entry, so that neighbouring invocations read neighbouring
+        // vec4s (coalesced on GPUs, contiguous vector loads on CPU adapters).
         let seg = SEG_FLAT.min(cap_rows);
         let mut chunks = Vec::new();
         let mut segs = Vec::with_capacity(lists.len());
-        let (mut rows, mut tie): (Vec<f32>, Vec<u32>) = (Vec::new(), Vec::new());
+        let (mut cols, mut tie): (Vec<f32>, Vec<u32>) = (Vec::new(), Vec::new());
         let mut nseg = 0;
         for l in lists {
             let mut mine = Vec::new();
             let n = l.ties.len();
             for s in (0..n).step_by(seg) {
                 let e = (s + seg).min(n);
-                if tie.len() + (e - s) > cap_rows {
-                    chunks.push(self.upload_flat(&rows, &tie, d, dp4)?);
-                    rows.clear();
+                let len = round_up(e - s, 64);
+                if cols.len() / (dp4 * 4) + len > cap_rows {
+                    chunks.push(self.upload_flat(&cols, &tie)?);
+                    cols.clear();
                     tie.clear();
                 }
+                let at = cols.len();
                 mine.push(Seg {
                     id: nseg,
                     chunk: chunks.len(),
-                    data: tie.len() as u32,
+                    data: (at / 4) as u32,
                     ids: tie.len() as u32,
                     count: (e - s) as u32,
+                    stride: len as u32,
                 });
                 nseg += 1;
-                rows.extend_from_slice(&l.data[s * d..e * d]);
+                cols.resize(at + len * dp4 * 4, 0.0);
+                for (r, row) in l.data[s * d..e * d].chunks_exact(d.max(1)).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        cols[at + ((j / 4) * len + r) * 4 + j % 4] = v;
+                    }
+                }
                 tie.extend_from_slice(&l.ties[s..e]);
             }
             segs.push(mine);
         }
         if !tie.is_empty() || chunks.is_empty() {
-            chunks.push(self.upload_flat(&rows, &tie, d, dp4)?);
+            chunks.push(self.upload_flat(&cols, &tie)?);
         }
         Ok((chunks, segs))
     }
 
-    fn upload_flat(&self, rows: &[f32], tie: &[u32], d: usize, dp4: usize) -> Result<Chunk> {
-        let n = tie.len();
-        let view = ArrayView2::from_shape((n, d), rows).expect("rows");
-        let data = self.gpu.buffer(
-            "search vectors",
-            (n * dp4 * 16) as u64,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        );
-        upload_rows(self.gpu, &data, view, n, dp4)?;
-        let ids = self.gpu.upload(
-            "search ties",
-            bytemuck::cast_slice(tie),
-            wgpu::BufferUsages::STORAGE,
-        );
+    fn upload_flat(&self, cols: &[f32], tie: &[u32]) -> Result<Chunk> {
+        use wgpu::BufferUsages as U;
+        let data = self
+            .gpu
+            .upload("search vectors", bytemuck::cast_slice(cols), U::STORAGE);
+        let ids = self
+            .gpu
+            .upload("search ties", bytemuck::cast_slice(tie), U::STORAGE);
         Ok(Chunk { data, ids })
     }
 
@@ -270,6 +278,7 @@ impl Searcher<'_> {
                     data: (bytes.len() / 4) as u32,
                     ids: tie.len() as u32,
                     count: (e - s) as u32,
+                    stride: 0,
                 });
                 nseg += 1;
                 bytes.extend_from_slice(&l.data[b0..b1]);
@@ -390,6 +399,7 @@ impl Searcher<'_> {
                     ids: s.ids,
                     count: s.count,
                     nq: group.len() as u32,
+                    stride: s.stride,
                     ..Default::default()
                 };
                 for (j, &(q, out)) in group.iter().enumerate() {
