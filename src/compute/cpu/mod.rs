@@ -19,6 +19,7 @@
 #[doc(hidden)]
 pub mod avx512;
 mod portable;
+pub mod pq;
 pub mod reference;
 
 use std::borrow::Cow;
