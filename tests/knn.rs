@@ -105,7 +105,9 @@ fn kernels() -> Vec<CpuBackend> {
 fn integer_rows(n: usize, d: usize, distinct: usize, seed: u64) -> ndarray::Array2<f32> {
     let base = common::mixture(distinct, d, distinct, seed);
     ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
-        (base[[(i * 7) % distinct, j]] / 3.0).round().clamp(-4.0, 4.0)
+        (base[[(i * 7) % distinct, j]] / 3.0)
+            .round()
+            .clamp(-4.0, 4.0)
     })
 }
 
@@ -148,7 +150,12 @@ fn kernels_agree_exactly_on_exact_data_with_ties() {
             check_order(&reference, metric, true);
             for b in kernels() {
                 let nn = b.knn(x.view(), y.view(), k, metric).unwrap();
-                assert_eq!(nn, reference, "{:?} {metric} {nq}x{nb}x{d} k={k}", b.kernel());
+                assert_eq!(
+                    nn,
+                    reference,
+                    "{:?} {metric} {nq}x{nb}x{d} k={k}",
+                    b.kernel()
+                );
             }
         }
     }
@@ -158,7 +165,12 @@ fn kernels_agree_exactly_on_exact_data_with_ties() {
 fn knn_self_equals_knn_of_x_with_itself() {
     // 1100 rows span several blocks of the self-join (so both the diagonal
     // and the mirrored blocks run); 700 leaves a partial last block.
-    for &(n, d, k) in &[(1100usize, 24usize, 8usize), (700, 19, 128), (20, 3, 40), (1, 4, 1)] {
+    for &(n, d, k) in &[
+        (1100usize, 24usize, 8usize),
+        (700, 19, 128),
+        (20, 3, 40),
+        (1, 4, 1),
+    ] {
         let x = common::mixture(n, d, 9, n as u64);
         for metric in [Metric::L2, Metric::InnerProduct] {
             for b in kernels() {

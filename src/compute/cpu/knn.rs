@@ -90,7 +90,7 @@ unsafe fn insert(keys: *mut f32, ids: *mut u32, k: usize, key: f32, id: u32) -> 
     };
     let last = k - 1;
     let after = |kp: f32, ip: u32| kp > key || (kp == key && ip > id);
-    if !(key < f32::INFINITY) || !after(keys[last], ids[last]) {
+    if key.is_nan() || key == f32::INFINITY || !after(keys[last], ids[last]) {
         return keys[last];
     }
     let mut p = last;
@@ -268,7 +268,14 @@ thread_local! {
 
 /// Local copies, padded with NaN to `len`: the thresholds of queries
 /// `range` and their offsets `beta` (one per query of `range`).
-fn local(lists: Lists, range: Range<usize>, beta: &[f32], len: usize, thr: &mut Vec<f32>, b: &mut Vec<f32>) {
+fn local(
+    lists: Lists,
+    range: Range<usize>,
+    beta: &[f32],
+    len: usize,
+    thr: &mut Vec<f32>,
+    b: &mut Vec<f32>,
+) {
     thr.clear();
     b.clear();
     for q in range.clone() {
@@ -354,14 +361,27 @@ fn new_lists(n: usize, k: usize) -> (Vec<f32>, Vec<u32>) {
 }
 
 /// Lists into `Neighbours`: ids as i64 (-1 when empty), keys to scores.
-fn finish(keys: &[f32], ids: &[u32], x: &[f32], n: usize, d: usize, k: usize, metric: Metric) -> Neighbours {
+fn finish(
+    keys: &[f32],
+    ids: &[u32],
+    x: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    metric: Metric,
+) -> Neighbours {
     let mut out_ids = Array2::from_elem((n, k), -1i64);
     let mut out_scores = Array2::from_elem((n, k), metric.worst());
     out_ids
         .as_slice_mut()
         .expect("fresh array")
         .par_chunks_mut(k)
-        .zip(out_scores.as_slice_mut().expect("fresh array").par_chunks_mut(k))
+        .zip(
+            out_scores
+                .as_slice_mut()
+                .expect("fresh array")
+                .par_chunks_mut(k),
+        )
         .enumerate()
         .for_each(|(q, (oi, os))| {
             let xn = match metric {
@@ -397,7 +417,15 @@ fn offsets(y: &[f32], d: usize, metric: Metric) -> Vec<f32> {
 
 /// The `k` best rows of `y` (`nb × d`) for each row of `x` (`nq × d`),
 /// both row-major; `d`, `k` ≥ 1 and `nb` < 2³² − 1.
-pub(crate) fn knn(x: &[f32], nq: usize, y: &[f32], nb: usize, d: usize, k: usize, metric: Metric) -> Neighbours {
+pub(crate) fn knn(
+    x: &[f32],
+    nq: usize,
+    y: &[f32],
+    nb: usize,
+    d: usize,
+    k: usize,
+    metric: Metric,
+) -> Neighbours {
     assert!(available(), "AVX-512F kernel called on a CPU without it");
     assert!(d >= 1 && k >= 1 && (nb as u64) < NONE as u64);
     debug_assert!(x.len() == nq * d && y.len() == nb * d);
@@ -435,7 +463,14 @@ pub(crate) fn knn(x: &[f32], nq: usize, y: &[f32], nb: usize, d: usize, k: usize
                 pack_rows(&x[q0 * d..(q0 + rows) * d], rows, d, s.rows.as_mut_slice());
                 // Query rows are never candidates here: no offsets.
                 let zeros = vec![0f32; rows];
-                local(lists, q0..q0 + rows, &zeros, nmic * MR, &mut s.thr_r, &mut s.beta_r);
+                local(
+                    lists,
+                    q0..q0 + rows,
+                    &zeros,
+                    nmic * MR,
+                    &mut s.thr_r,
+                    &mut s.beta_r,
+                );
                 s.thr_c.clear();
                 s.beta_c.clear();
                 s.beta_c.extend_from_slice(beta);
@@ -474,7 +509,9 @@ fn rounds(b: usize) -> Vec<Vec<(usize, usize)>> {
             round.push(((r + i) % (m - 1), (r + m - 1 - i) % (m - 1)));
         }
         round.retain(|&(i, j)| i < b && j < b);
-        round.iter_mut().for_each(|p| *p = (p.0.min(p.1), p.0.max(p.1)));
+        round
+            .iter_mut()
+            .for_each(|p| *p = (p.0.min(p.1), p.0.max(p.1)));
         out.push(round);
     }
     out
@@ -511,17 +548,53 @@ pub(crate) fn knn_self(x: &[f32], n: usize, d: usize, k: usize, metric: Metric) 
             pack_rows(&x[ri.start * d..ri.end * d], rows, d, s.rows.as_mut_slice());
             s.cols.ensure(cols.div_ceil(NR) * NR * d);
             pack_cols(&x[rj.start * d..rj.end * d], cols, d, s.cols.as_mut_slice());
-            local(lists, ri.clone(), &beta[ri.clone()], nmic * MR, &mut s.thr_r, &mut s.beta_r);
-            local(lists, rj.clone(), &beta[rj.clone()], cols.div_ceil(NR) * NR, &mut s.thr_c, &mut s.beta_c);
+            local(
+                lists,
+                ri.clone(),
+                &beta[ri.clone()],
+                nmic * MR,
+                &mut s.thr_r,
+                &mut s.beta_r,
+            );
+            local(
+                lists,
+                rj.clone(),
+                &beta[rj.clone()],
+                cols.div_ceil(NR) * NR,
+                &mut s.thr_c,
+                &mut s.beta_c,
+            );
             let a = (&mut s.thr_r[..], &s.beta_r[..], ri.start as u32);
             let b = (&mut s.thr_c[..], &s.beta_c[..], rj.start as u32);
             // SAFETY: AVX-512F was checked above; in a round, this task is
             // the only one touching the queries of blocks bi and bj.
             unsafe {
                 if bi == bj {
-                    scan::<false>(s.rows.as_slice(), rows, s.cols.as_slice(), cols, d, alpha, lists, a, b, mc);
+                    scan::<false>(
+                        s.rows.as_slice(),
+                        rows,
+                        s.cols.as_slice(),
+                        cols,
+                        d,
+                        alpha,
+                        lists,
+                        a,
+                        b,
+                        mc,
+                    );
                 } else {
-                    scan::<true>(s.rows.as_slice(), rows, s.cols.as_slice(), cols, d, alpha, lists, a, b, mc);
+                    scan::<true>(
+                        s.rows.as_slice(),
+                        rows,
+                        s.cols.as_slice(),
+                        cols,
+                        d,
+                        alpha,
+                        lists,
+                        a,
+                        b,
+                        mc,
+                    );
                 }
             }
         });
@@ -557,7 +630,14 @@ mod tests {
     fn insert_orders_by_key_then_id() {
         let mut keys = [f32::INFINITY; 3];
         let mut ids = [NONE; 3];
-        for (key, id) in [(5.0, 7), (1.0, 9), (1.0, 3), (5.0, 2), (0.5, 4), (f32::INFINITY, 1)] {
+        for (key, id) in [
+            (5.0, 7),
+            (1.0, 9),
+            (1.0, 3),
+            (5.0, 2),
+            (0.5, 4),
+            (f32::INFINITY, 1),
+        ] {
             unsafe { insert(keys.as_mut_ptr(), ids.as_mut_ptr(), 3, key, id) };
         }
         assert_eq!(keys, [0.5, 1.0, 1.0]);

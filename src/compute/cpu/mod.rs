@@ -179,7 +179,9 @@ pub fn knn_with(
     }
     let nb = yv.nrows();
     if nb as u64 >= u32::MAX as u64 {
-        return Err(Error::Invalid(format!("knn: too many database rows ({nb})")));
+        return Err(Error::Invalid(format!(
+            "knn: too many database rows ({nb})"
+        )));
     }
     if !kernel.is_available() {
         return Err(Error::Unsupported(format!(
