@@ -69,8 +69,8 @@ unsafe impl Send for Lists {}
 unsafe impl Sync for Lists {}
 
 /// One side of a tile: its rows' thresholds (local copies, NaN padding),
-/// their offsets when they are the candidates (NaN padding), where their
-/// lists start, and the id of its first row.
+/// their offsets when they are the candidates (NaN padding), and the id of
+/// its first row (also the index of its list).
 struct Side {
     thr: *mut f32,
     beta: *const f32,
@@ -245,7 +245,9 @@ unsafe fn tile<const SYM: bool>(
     }
 }
 
-/// Per-thread scratch (packed operands and local thresholds/offsets).
+/// Per-thread scratch (packed operands and local thresholds/offsets), kept
+/// by each rayon thread between calls (at most two blocks of the self-join,
+/// 2 × 2048 rows × d floats).
 struct Scratch {
     rows: AlignedBuf,
     cols: AlignedBuf,
