@@ -14,12 +14,14 @@ is extrapolated as prep + (knn + combine) · n / faiss-rows (--faiss-rows 0:
 all rows, about 6 minutes here). Ours: `rvc-index expand --device cpu --json`
 on all n rows, its own total (normalise + kNN + weighted sum; no file I/O).
 faiss runs before and after ours (the machine may be shared: a busy spell
-then hits both) and its faster run is reported. Also reports how close our
+then hits both) and its faster run is reported. CPU seconds (all threads) are reported beside wall time: on a shared
+machine they depend less on what else runs. Also reports how close our
 rows are to faiss's on the rows both expanded.
 """
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,12 +39,14 @@ db = np.load(sys.argv[1]); rows = int(sys.argv[2]); qe_expand = int(sys.argv[3])
 qe_alpha = float(sys.argv[4]); qe_batch = 4096; n, d = db.shape
 rows = min(rows or n, n)
 t0 = time.perf_counter()
+c0 = time.process_time()
 t = time.perf_counter()
 norm = np.linalg.norm(db, ord=2, axis=1, keepdims=True)
 xn = (db / np.maximum(norm, 1e-9)).astype(np.float32)
 ip = faiss.IndexFlatIP(d)
 ip.add(xn)
 t_prep = time.perf_counter() - t
+c_prep = time.process_time() - c0
 t_knn = t_comb = 0.0
 out = np.empty((rows, d), dtype=np.float32)
 for s in range(0, rows, qe_batch):
@@ -57,9 +61,11 @@ for s in range(0, rows, qe_batch):
     out[s:e] = y
     t_comb += time.perf_counter() - t
 t_tot = time.perf_counter() - t0
+c_loop = time.process_time() - c0 - c_prep
 np.save(sys.argv[5], out)
 print(json.dumps({"rows": rows, "n": n, "prep_s": t_prep, "knn_s": t_knn, "combine_s": t_comb,
-                  "total_s": t_tot, "threads": faiss.omp_get_max_threads()}))
+                  "total_s": t_tot, "cpu_prep_s": c_prep, "cpu_loop_s": c_loop,
+                  "threads": faiss.omp_get_max_threads()}))
 """
 
 
@@ -93,9 +99,12 @@ def main():
         load0 = os.getloadavg()
         f1 = run_faiss()
         load1 = os.getloadavg()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         o = json.loads(subprocess.run(
             [BIN, "expand", data, "-o", oout, "--num-expand", str(a.num_expand), "--alpha", str(a.alpha),
              "--device", "cpu", "--json", "-q"], check=True, capture_output=True, text=True).stdout)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         load2 = os.getloadavg()
         f2 = run_faiss()
         load3 = os.getloadavg()
@@ -107,6 +116,7 @@ def main():
     scale = n / f["rows"]
     faiss_all = f["prep_s"] + (f["knn_s"] + f["combine_s"]) * scale
     ours = o["seconds"]["total"]
+    faiss_cpu = f["cpu_prep_s"] + f["cpu_loop_s"] * scale
     print(json.dumps({
         "n": n, "d": a.d, "num_expand": a.num_expand, "alpha": a.alpha,
         "faiss_rows": f["rows"], "faiss_extrapolated": f["rows"] < n,
@@ -115,6 +125,11 @@ def main():
         "ours_s": round(ours, 2), "ours_knn_s": round(o["seconds"]["knn"], 2),
         "ours_weighted_sum_s": round(o["seconds"]["weighted_sum"], 2),
         "speedup": round(faiss_all / ours, 2),
+        # CPU seconds (all threads): less sensitive to other processes on a
+        # shared machine than wall time. Ours is the whole process (load and
+        # write included), faiss's the expansion alone.
+        "faiss_cpu_s": round(faiss_cpu, 1), "ours_cpu_s": round(ours_cpu, 1),
+        "cpu_speedup": round(faiss_cpu / ours_cpu, 2),
         "rows_compared": len(fy), "min_cos_ours_vs_faiss": round(float(cos.min()), 6),
         "max_abs_diff": maxdiff, "backend": o["backend"]["name"],
         "faiss_threads": f["threads"], "faiss_total_s_runs": [round(f1["total_s"], 2), round(f2["total_s"], 2)],
