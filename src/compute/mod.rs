@@ -91,6 +91,12 @@ pub trait Backend: Send + Sync {
         Ok(knn::knn(x, y, k, metric))
     }
 
+    /// `knn(x, x, k, metric)`: every row's neighbours among the rows of `x`
+    /// (itself included). Backends may exploit the symmetry.
+    fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<knn::Neighbours> {
+        self.knn(x, x, k, metric)
+    }
+
     /// Search a whole index (coarse search, list scan, refine) on this
     /// backend, or `None` to let `index::search::search_index` run its host
     /// path (which still calls `knn` for the coarse search). `nprobe`
