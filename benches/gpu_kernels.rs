@@ -15,7 +15,11 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
 use rvc_index::compute::Backend;
+use rvc_index::compute::cpu::CpuBackend;
 use rvc_index::compute::gpu::GpuBackend;
+use rvc_index::index::build::build;
+use rvc_index::index::search::search_index;
+use rvc_index::progress::Progress;
 
 fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
     Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
@@ -76,5 +80,46 @@ fn centroid_sums(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, assign, centroid_sums);
+/// `pq_assign` (all sub-spaces in one dispatch) and whole-index search, each
+/// next to the CPU backend on the same input so the ratio can be read off.
+fn pq_and_search(c: &mut Criterion) {
+    let Some(g) = backend() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut group = c.benchmark_group("gpu_pq_search");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.warm_up_time(Duration::from_secs(1));
+    let (n, d, m) = (20_000, 256, 64);
+    let x = random(&mut rng, n, d);
+    let books = random(&mut rng, m * 16, d / m);
+    for (name, b) in [("cpu", &cpu as &dyn Backend), ("gpu", &g as &dyn Backend)] {
+        group.bench_function(format!("pq_assign/{name}/n{n}_d{d}_m{m}"), |bch| {
+            bch.iter(|| b.pq_assign(x.view(), books.view(), m, 16).unwrap())
+        });
+    }
+    let q = random(&mut rng, 200, d);
+    for factory in ["IVF128,Flat", "IVF128,PQ64x4fs", "IVF128,PQ64x4fs,RFlat"] {
+        let index = build(
+            &cpu,
+            x.view(),
+            factory.parse().unwrap(),
+            Metric::L2,
+            1,
+            &Progress::hidden(),
+        )
+        .unwrap()
+        .index;
+        for np in [1, 16] {
+            for (name, b) in [("cpu", &cpu as &dyn Backend), ("gpu", &g as &dyn Backend)] {
+                group.bench_function(format!("search/{name}/{factory}/k8_nprobe{np}"), |bch| {
+                    bch.iter(|| search_index(b, &index, q.view(), 8, Some(np)).unwrap())
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, assign, centroid_sums, pq_and_search);
 criterion_main!(benches);

@@ -18,37 +18,72 @@ use crate::Error;
 use rayon::prelude::*;
 
 use crate::compute::Backend;
+use crate::compute::knn::Neighbours;
+use crate::index::factory::Factory;
+use crate::index::search::search_index;
 use crate::progress::Progress;
 use crate::{Metric, Result};
 
 const EPS: f32 = 1e-9;
 
+/// Lists probed by the approximate neighbour search unless told otherwise.
+pub const DEFAULT_NPROBE: usize = 16;
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct QeParams {
     pub alpha: f32,
     pub num_expand: usize,
     /// Rows expanded per step; bounds the memory of the neighbour search.
     pub batch_size: usize,
+    /// Approximate neighbours: build this index over the (normalised)
+    /// neighbour set with `index::build` and search it, instead of the exact
+    /// search. `None`: exact.
+    pub factory: Option<Factory>,
+    /// Lists probed per query when `factory` is an IVF index.
+    pub nprobe: usize,
 }
 
 impl std::str::FromStr for QeParams {
     type Err = Error;
 
-    /// `alpha=3,k=16` (either part may be left out; `num_expand=` is a synonym of `k=`).
+    /// `alpha=3,k=16[,factory=IVF512,PQ128x4fs,RFlat,nprobe=16]` (any part
+    /// may be left out; `num_expand=` is a synonym of `k=`). The factory
+    /// string runs up to the next `key=` part, so its own commas need no quoting.
     fn from_str(s: &str) -> Result<Self> {
         let mut p = QeParams::default();
+        let bad = || {
+            Error::Invalid(format!(
+                "query expansion {s:?}: expected alpha=<number>,k=<count>[,factory=<index factory>,nprobe=<count>]"
+            ))
+        };
+        let mut factory: Option<String> = None;
+        let mut in_factory = false;
         for part in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let bad = || {
-                Error::Invalid(format!(
-                    "query expansion {s:?}: expected alpha=<number>,k=<count>"
-                ))
+            let Some((key, value)) = part.split_once('=') else {
+                match (&mut factory, in_factory) {
+                    (Some(f), true) => {
+                        f.push(',');
+                        f.push_str(part);
+                        continue;
+                    }
+                    _ => return Err(bad()),
+                }
             };
-            let (key, value) = part.split_once('=').ok_or_else(bad)?;
+            in_factory = false;
             match key.trim() {
                 "alpha" => p.alpha = value.trim().parse().map_err(|_| bad())?,
                 "k" | "num_expand" => p.num_expand = value.trim().parse().map_err(|_| bad())?,
+                "nprobe" => p.nprobe = value.trim().parse().map_err(|_| bad())?,
+                "factory" => {
+                    factory = Some(value.trim().to_string());
+                    in_factory = true;
+                }
                 _ => return Err(bad()),
             }
+        }
+        if let Some(f) = factory {
+            p.factory = Some(f.parse()?);
         }
         p.check()?;
         Ok(p)
@@ -68,6 +103,11 @@ impl QeParams {
                 "the number of neighbours to expand with must be at least 1".into(),
             ));
         }
+        if self.nprobe == 0 {
+            return Err(Error::Invalid(
+                "query expansion: nprobe must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -78,6 +118,8 @@ impl Default for QeParams {
             alpha: 3.0,
             num_expand: 16,
             batch_size: 4096,
+            factory: None,
+            nprobe: DEFAULT_NPROBE,
         }
     }
 }
@@ -128,6 +170,8 @@ pub fn weighted_sum(
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct QeSeconds {
     pub normalize: f64,
+    /// Building the approximate index (`factory`), 0 for exact search.
+    pub index_build: f64,
     pub knn: f64,
     pub weighted_sum: f64,
     pub total: f64,
@@ -142,18 +186,16 @@ pub fn expand_against(
     progress: &Progress,
 ) -> Result<Array2<f32>> {
     normalize_rows(&mut q);
-    expand_normalized(
-        backend,
-        q.view(),
-        db,
-        p,
-        progress,
-        &mut QeSeconds::default(),
-    )
+    let mut secs = QeSeconds::default();
+    let source = Source::new(backend, db, p, progress, &mut secs)?;
+    expand_normalized(backend, q.view(), db, &source, None, p, progress, &mut secs)
 }
 
 /// Expand every row of `x` against the rows of `x` itself. `x` is
 /// normalised in place, so the peak is two matrices (input and output).
+/// With exact search, the neighbours of all rows come from one
+/// `Backend::knn_self` call (which may exploit the symmetry); only the
+/// n × num_expand ids are kept from it.
 pub fn expand(
     backend: &dyn Backend,
     mut xn: Array2<f32>,
@@ -165,16 +207,90 @@ pub fn expand(
     let t = Instant::now();
     normalize_rows(&mut xn);
     secs.normalize = t.elapsed().as_secs_f64();
-    let out = expand_normalized(backend, xn.view(), xn.view(), p, progress, &mut secs)?;
+    let source = Source::new(backend, xn.view(), p, progress, &mut secs)?;
+    let all = match source {
+        Source::Exact => {
+            let t = Instant::now();
+            let nn = backend.knn_self(xn.view(), p.num_expand, Metric::InnerProduct)?;
+            secs.knn += t.elapsed().as_secs_f64();
+            Some(nn.ids)
+        }
+        Source::Index(_) => None,
+    };
+    let out = expand_normalized(
+        backend,
+        xn.view(),
+        xn.view(),
+        &source,
+        all.as_ref().map(|a| a.view()),
+        p,
+        progress,
+        &mut secs,
+    )?;
     secs.total = t_all.elapsed().as_secs_f64();
     Ok((out, secs))
 }
 
-/// Batches of `p.batch_size` query rows: k-NN in `db`, then the weighted sum.
+/// Where the neighbours come from.
+enum Source {
+    /// `Backend::knn` over the rows.
+    Exact,
+    /// An index built over the rows (`QeParams::factory`).
+    Index(crate::faiss::Index),
+}
+
+impl Source {
+    fn new(
+        backend: &dyn Backend,
+        db: ArrayView2<f32>,
+        p: &QeParams,
+        progress: &Progress,
+        secs: &mut QeSeconds,
+    ) -> Result<Source> {
+        let Some(factory) = p.factory else {
+            return Ok(Source::Exact);
+        };
+        let t = Instant::now();
+        let built = crate::index::build::build(
+            backend,
+            db,
+            factory,
+            Metric::InnerProduct,
+            p.nprobe,
+            progress,
+        )?;
+        secs.index_build = t.elapsed().as_secs_f64();
+        progress.verbose(&format!(
+            "query expansion: built {factory} over {} rows in {:.2} s",
+            db.nrows(),
+            secs.index_build
+        ));
+        Ok(Source::Index(built.index))
+    }
+
+    fn search(
+        &self,
+        backend: &dyn Backend,
+        q: ArrayView2<f32>,
+        db: ArrayView2<f32>,
+        p: &QeParams,
+    ) -> Result<Neighbours> {
+        match self {
+            Source::Exact => backend.knn(q, db, p.num_expand, Metric::InnerProduct),
+            Source::Index(ix) => search_index(backend, ix, q, p.num_expand, Some(p.nprobe)),
+        }
+    }
+}
+
+/// Batches of `p.batch_size` query rows: neighbours in `db` (taken from
+/// `all` when given), then the weighted sum.
+#[allow(clippy::too_many_arguments)]
 fn expand_normalized(
     backend: &dyn Backend,
     q: ArrayView2<f32>,
     db: ArrayView2<f32>,
+    source: &Source,
+    all: Option<ArrayView2<i64>>,
     p: &QeParams,
     progress: &Progress,
     secs: &mut QeSeconds,
@@ -186,11 +302,18 @@ fn expand_normalized(
     for lo in (0..n).step_by(batch) {
         let hi = (lo + batch).min(n);
         let qb = q.slice(s![lo..hi, ..]);
+        let searched;
+        let ids = match all {
+            Some(a) => a.slice_move(s![lo..hi, ..]),
+            None => {
+                let t = Instant::now();
+                searched = source.search(backend, qb, db, p)?;
+                secs.knn += t.elapsed().as_secs_f64();
+                searched.ids.view()
+            }
+        };
         let t = Instant::now();
-        let nb = backend.knn(qb, db, p.num_expand, Metric::InnerProduct)?;
-        secs.knn += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let y = backend.expand(qb, db, nb.ids.view(), p.alpha)?;
+        let y = backend.expand(qb, db, ids, p.alpha)?;
         secs.weighted_sum += t.elapsed().as_secs_f64();
         out.slice_mut(s![lo..hi, ..]).assign(&y);
         bar.inc((hi - lo) as u64);

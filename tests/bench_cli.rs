@@ -92,9 +92,11 @@ fn every_stage_in_table_and_json_with_exact_recall_for_flat() {
         }
         // Probing every list scans every row, but with direct differences
         // where the ground truth uses ‖x‖² − 2x·y + ‖y‖²: the rounding may
-        // swap a near-tie at the k-th place, never the nearest here.
+        // swap a near-tie, at the k-th place or (rarely, in these tight
+        // clusters) at the first, but the true nearest is always among the k.
         if s["factory"] == "IVF74,Flat" && s["nprobe"] == 74 {
-            assert_eq!(recall(s, "r1_at_1"), 1.0, "{s}");
+            assert_eq!(recall(s, "r1_at_k"), 1.0, "{s}");
+            assert!(recall(s, "r1_at_1") >= 0.98, "{s}");
             assert!(recall(s, "rk_at_k") >= 0.99, "{s}");
         }
         assert!(s["queries_per_s"].as_f64().unwrap() > 0.0);

@@ -4,7 +4,8 @@ mod common;
 
 use rvc_index::Metric;
 use rvc_index::compute::Backend;
-use rvc_index::compute::cpu::CpuBackend;
+use rvc_index::compute::cpu::{CpuBackend, Kernel};
+use rvc_index::compute::knn::Neighbours;
 
 fn brute(
     x: &ndarray::Array2<f32>,
@@ -48,6 +49,9 @@ fn knn_matches_brute_force() {
         (70, 1500, 13, 8),
         (130, 40, 64, 50),
         (5, 2100, 3, 16),
+        (29, 1057, 33, 1),
+        (43, 333, 17, 128),
+        (15, 31, 8, 40),
     ] {
         let x = common::mixture(nq, d, 3, nq as u64);
         let y = common::mixture(nb, d, 7, nb as u64 + 1);
@@ -83,5 +87,120 @@ fn knn_matches_brute_force() {
                 }
             }
         }
+    }
+}
+
+/// Every kernel the CPU backend can run here.
+fn kernels() -> Vec<CpuBackend> {
+    [Kernel::Avx512, Kernel::Portable]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .map(|k| CpuBackend::with_kernel(k).unwrap())
+        .collect()
+}
+
+/// Small integers: every dot product and norm is exact in f32 whatever the
+/// summation order, so all kernels must agree bit for bit, ties included
+/// (many rows repeat, so ties are everywhere).
+fn integer_rows(n: usize, d: usize, distinct: usize, seed: u64) -> ndarray::Array2<f32> {
+    let base = common::mixture(distinct, d, distinct, seed);
+    ndarray::Array2::from_shape_fn((n, d), |(i, j)| {
+        (base[[(i * 7) % distinct, j]] / 3.0)
+            .round()
+            .clamp(-4.0, 4.0)
+    })
+}
+
+/// Best first, -1 padding after the real entries; with `exact` data, equal
+/// scores in id order (otherwise two keys that differ can round to the same
+/// reported L2 score once the query's norm is added).
+fn check_order(nn: &Neighbours, metric: Metric, exact: bool) {
+    for (ids, scores) in nn.ids.rows().into_iter().zip(nn.scores.rows()) {
+        for r in 1..ids.len() {
+            if ids[r] < 0 {
+                assert_eq!(scores[r], metric.worst());
+                continue;
+            }
+            assert!(ids[r - 1] >= 0, "padding before a real entry");
+            let (a, b) = (scores[r - 1], scores[r]);
+            let better = if metric == Metric::L2 { a < b } else { a > b };
+            assert!(
+                better || (a == b && (!exact || ids[r - 1] < ids[r])),
+                "{ids} {scores}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_agree_exactly_on_exact_data_with_ties() {
+    for &(nq, nb, d, k) in &[
+        (31usize, 1000usize, 37usize, 8usize),
+        (200, 77, 5, 128),
+        (3, 5, 1, 1),
+        (17, 300, 96, 16),
+    ] {
+        let x = integer_rows(nq, d, 11, 1);
+        let y = integer_rows(nb, d, 13, 2);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let reference = CpuBackend::with_kernel(Kernel::Portable)
+                .unwrap()
+                .knn(x.view(), y.view(), k, metric)
+                .unwrap();
+            check_order(&reference, metric, true);
+            for b in kernels() {
+                let nn = b.knn(x.view(), y.view(), k, metric).unwrap();
+                assert_eq!(
+                    nn,
+                    reference,
+                    "{:?} {metric} {nq}x{nb}x{d} k={k}",
+                    b.kernel()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn knn_self_equals_knn_of_x_with_itself() {
+    // 1100 rows span several blocks of the self-join (so both the diagonal
+    // and the mirrored blocks run); 700 leaves a partial last block.
+    for &(n, d, k) in &[
+        (1100usize, 24usize, 8usize),
+        (700, 19, 128),
+        (20, 3, 40),
+        (1, 4, 1),
+    ] {
+        let x = common::mixture(n, d, 9, n as u64);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            for b in kernels() {
+                let full = b.knn(x.view(), x.view(), k, metric).unwrap();
+                let own = b.knn_self(x.view(), k, metric).unwrap();
+                check_order(&own, metric, false);
+                assert_eq!(own, full, "{:?} {metric} n={n} d={d} k={k}", b.kernel());
+            }
+        }
+    }
+    // Exact data with duplicate rows: ties everywhere, same answer as the
+    // portable kernel.
+    let x = integer_rows(900, 33, 40, 3);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let reference = CpuBackend::with_kernel(Kernel::Portable)
+            .unwrap()
+            .knn(x.view(), x.view(), 16, metric)
+            .unwrap();
+        for b in kernels() {
+            assert_eq!(b.knn_self(x.view(), 16, metric).unwrap(), reference);
+        }
+    }
+}
+
+#[test]
+fn knn_rejects_mismatched_dimensions() {
+    let x = ndarray::Array2::<f32>::zeros((3, 4));
+    let y = ndarray::Array2::<f32>::zeros((3, 5));
+    for b in kernels() {
+        let e = b.knn(x.view(), y.view(), 2, Metric::L2).unwrap_err();
+        assert!(e.to_string().contains("dimensions"), "{e}");
     }
 }

@@ -63,3 +63,233 @@ fn codebook_and_codes_follow_faiss() {
     // Only exact ties between two sub-centroids could differ.
     assert!(mismatches <= 2, "{mismatches} codes differ");
 }
+
+// ---------------------------------------------------------------------------
+// pq_assign (CPU and GPU) and lockstep training against independent references.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rvc_index::Metric;
+use rvc_index::compute::gpu::GpuBackend;
+use rvc_index::compute::{Backend, PqAssignment};
+use rvc_index::train::kmeans::{self, KmeansParams};
+
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new(true) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
+    }
+}
+
+fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
+}
+
+/// Every (row, sub-space)'s sub-centroid distances in f64, plus the tolerance
+/// of an f32 sum of `dsub` squares: 1e-5 · Σ (|x| + |c|)².
+fn reference(x: &Array2<f32>, books: &Array2<f32>, m: usize, ksub: usize) -> Vec<(Vec<f64>, f64)> {
+    let dsub = x.ncols() / m;
+    let mut out = Vec::new();
+    for row in x.rows() {
+        for sq in 0..m {
+            let sub = row.slice(ndarray::s![sq * dsub..(sq + 1) * dsub]);
+            let mut ds = Vec::new();
+            let mut scale = 0f64;
+            for c in 0..ksub {
+                let cen = books.row(sq * ksub + c);
+                let mut s = 0f64;
+                for (&a, &b) in sub.iter().zip(cen.iter()) {
+                    s += (a as f64 - b as f64).powi(2);
+                    scale = scale.max((a.abs() as f64 + b.abs() as f64).powi(2) * dsub as f64);
+                }
+                ds.push(s);
+            }
+            out.push((ds, 1e-5 * scale + 1e-12));
+        }
+    }
+    out
+}
+
+/// Codes equal the f64 argmin wherever it is not a near-tie (else the pick is
+/// within tolerance of the best), distances within tolerance.
+fn check_against_reference(what: &str, got: &PqAssignment, reference: &[(Vec<f64>, f64)]) {
+    for (i, ((&code, &dist), (ds, tol))) in got
+        .codes
+        .iter()
+        .zip(got.distances.iter())
+        .zip(reference)
+        .enumerate()
+    {
+        let mut order: Vec<usize> = (0..ds.len()).collect();
+        order.sort_by(|&a, &b| ds[a].total_cmp(&ds[b]).then(a.cmp(&b)));
+        let best = ds[order[0]];
+        let clear = order.len() < 2 || ds[order[1]] - best > 2.0 * tol;
+        if clear {
+            assert_eq!(code as usize, order[0], "{what}: entry {i}: {ds:?}");
+        } else {
+            assert!(ds[code as usize] - best <= 2.0 * tol, "{what}: entry {i}");
+        }
+        assert!(
+            (dist as f64 - ds[code as usize]).abs() <= *tol,
+            "{what}: entry {i}: distance {dist} vs {}",
+            ds[code as usize]
+        );
+    }
+}
+
+#[test]
+fn pq_assign_cpu_and_gpu_match_brute_force() {
+    let g = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // (rows, d, m, ksub): odd sub-space widths, ksub not a multiple of 16,
+    // more than one 16-centroid block, a single row.
+    for &(n, d, m, ksub) in &[
+        (1, 8, 4, 16),
+        (70, 24, 8, 16),
+        (200, 10, 5, 16),
+        (130, 64, 4, 16),
+        (90, 12, 3, 5),
+        (100, 15, 5, 40),
+        (65, 7, 7, 256),
+    ] {
+        let x = random(&mut rng, n, d);
+        let books = random(&mut rng, m * ksub, d / m);
+        let r = reference(&x, &books, m, ksub);
+        let what = format!("n{n} d{d} m{m} ksub{ksub}");
+        let cpu = CpuBackend::new()
+            .pq_assign(x.view(), books.view(), m, ksub)
+            .unwrap();
+        assert_eq!(cpu.codes.dim(), (n, m));
+        check_against_reference(&format!("cpu {what}"), &cpu, &r);
+        if let Some(g) = &g {
+            let got = g.pq_assign(x.view(), books.view(), m, ksub).unwrap();
+            check_against_reference(&format!("gpu {what}"), &got, &r);
+            // Several row chunks (binding capped at 128 rows of 24 floats).
+            if d == 24 {
+                let small = GpuBackend::new(true).unwrap().with_max_binding(128 * 96);
+                let big = random(&mut rng, 300, d);
+                let rb = reference(&big, &books, m, ksub);
+                let got = small.pq_assign(big.view(), books.view(), m, ksub).unwrap();
+                check_against_reference("gpu chunked", &got, &rb);
+            }
+        }
+    }
+}
+
+#[test]
+fn pq_assign_rejects_bad_shapes() {
+    let x = Array2::<f32>::zeros((4, 10));
+    let books = Array2::<f32>::zeros((3 * 16, 3));
+    let e = CpuBackend::new()
+        .pq_assign(x.view(), books.view(), 3, 16)
+        .unwrap_err();
+    assert!(e.to_string().contains("sub-spaces"), "{e}");
+    let books = Array2::<f32>::zeros((5 * 16, 3));
+    let e = CpuBackend::new()
+        .pq_assign(x.view(), books.view(), 5, 16)
+        .unwrap_err();
+    assert!(e.to_string().contains("codebooks"), "{e}");
+}
+
+/// The CPU backend without `assign_top2`, so that `kmeans::train` reassigns
+/// every row from scratch each iteration (brute force, as faiss does).
+struct FullScan(CpuBackend);
+
+impl Backend for FullScan {
+    fn info(&self) -> rvc_index::compute::BackendInfo {
+        self.0.info()
+    }
+    fn assign(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        c: ndarray::ArrayView2<f32>,
+        metric: Metric,
+    ) -> rvc_index::Result<rvc_index::compute::Assignment> {
+        self.0.assign(x, c, metric)
+    }
+    fn centroid_sums(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
+    ) -> rvc_index::Result<(Array2<f32>, Vec<u64>)> {
+        self.0.centroid_sums(x, labels, k)
+    }
+}
+
+/// The PQ training of one sub-space at a time, each its own `kmeans::train`
+/// (what faiss runs): the reference the lockstep training must reproduce.
+fn separate_kmeans(x: &Array2<f32>, m: usize) -> (Vec<f32>, usize) {
+    let n = x.nrows();
+    let x = if n > pq::TRAIN_ROWS {
+        let perm = kmeans::rand_perm(n, 1234);
+        x.select(ndarray::Axis(0), &perm[..pq::TRAIN_ROWS])
+    } else {
+        x.clone()
+    };
+    let ds = x.ncols() / m;
+    let mut params = KmeansParams::ivf(pq::KSUB, Metric::L2);
+    params.niter = 25;
+    let mut out = Vec::new();
+    let mut splits = 0;
+    for sq in 0..m {
+        let sub = x.slice(ndarray::s![.., sq * ds..(sq + 1) * ds]).to_owned();
+        let km = kmeans::train(&FullScan(CpuBackend::new()), sub.view(), &params, |s| {
+            splits += s.nsplit
+        })
+        .unwrap();
+        out.extend(km.centroids.iter().copied());
+    }
+    (out, splits)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (diff, scale)
+}
+
+#[test]
+fn lockstep_training_matches_separate_kmeans() {
+    // Above 4096 rows (subsample), and a small set with an empty cluster to
+    // split: the first two rows k-means draws as initial centroids are made
+    // equal, so the second centroid is nobody's nearest.
+    let big = mixture(5000, 32, 40, 12);
+    let mut clumps = mixture(60, 12, 3, 5);
+    let init = kmeans::rand_perm(60, 1235);
+    let first = clumps.row(init[0]).to_owned();
+    clumps.row_mut(init[1]).assign(&first);
+    for (x, m, splits) in [(&big, 8, false), (&clumps, 4, true), (&big, 32, false)] {
+        let (want, nsplit) = separate_kmeans(x, m);
+        if splits {
+            assert!(nsplit > 0, "the case meant to split clusters did not");
+        }
+        let cpu = pq::train(&CpuBackend::new(), x.view(), m).unwrap();
+        let (diff, scale) = max_diff(&want, &cpu.centroids);
+        assert!(diff <= 1e-5 * scale, "cpu M{m}: {diff} (scale {scale})");
+        // Deterministic: a second run is bit-identical.
+        let again = pq::train(&CpuBackend::new(), x.view(), m).unwrap();
+        assert_eq!(again, cpu);
+        if let Some(g) = gpu() {
+            let gpq = pq::train(&g, x.view(), m).unwrap();
+            let (diff, scale) = max_diff(&want, &gpq.centroids);
+            assert!(diff <= 1e-4 * scale, "gpu M{m}: {diff} (scale {scale})");
+            assert_eq!(pq::train(&g, x.view(), m).unwrap(), gpq);
+        }
+    }
+}
+
+#[test]
+fn encode_is_the_nearest_sub_centroid() {
+    let x = mixture(300, 24, 10, 3);
+    let q = pq::train(&CpuBackend::new(), x.view(), 6).unwrap();
+    let codes = pq::encode(&q, x.view());
+    for (row, c) in x.rows().into_iter().zip(codes.rows()) {
+        let want = q.encode(row.as_slice().unwrap());
+        assert_eq!(c.to_vec(), want);
+    }
+}

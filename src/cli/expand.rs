@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use super::CommonArgs;
+use crate::index::factory::Factory;
 use crate::io::features;
 use crate::qe::{self, QeParams};
 use crate::{Error, Result};
@@ -9,10 +10,14 @@ use crate::{Error, Result};
 #[command(
     after_help = "Example:\n  rvc-index expand logs/myvoice/total_fea.npy -o expanded.npy --alpha 3 --num-expand 16\n\n\
 Each row is L2-normalised, its num-expand nearest rows by inner product are found (itself \
-included, exact search), and it is replaced by the L2-normalised sum of those rows weighted by \
+included), and it is replaced by the L2-normalised sum of those rows weighted by \
 similarity^alpha. Similarities below 0 are clamped to 0 first, so a non-integer alpha never \
 gives NaN (NumPy's power would). Rows are processed in batches, so memory stays at two copies \
-of the matrix."
+of the matrix.\n\n\
+The neighbour search is exact by default (inner product over all rows; on the CPU each pair of \
+rows is computed once). With --factory, an index of that kind is built over the normalised rows \
+and searched instead (approximate neighbours, as the RVC faiss tips do), e.g.\n  \
+rvc-index expand total_fea.npy -o expanded.npy --factory \"IVF512,PQ128x4fs,RFlat\" --nprobe 16"
 )]
 pub struct ExpandArgs {
     /// Input matrix (.npy, 2-D, float32/16/64).
@@ -28,6 +33,13 @@ pub struct ExpandArgs {
     /// Rows expanded per step.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
+    /// Find neighbours with an index of this kind (e.g. "IVF512,PQ128x4fs,RFlat",
+    /// any factory `build` accepts, inner product) instead of exact search.
+    #[arg(long)]
+    pub factory: Option<Factory>,
+    /// Lists probed per row with --factory (IVF indexes).
+    #[arg(long, default_value_t = qe::DEFAULT_NPROBE, requires = "factory")]
+    pub nprobe: usize,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -51,6 +63,8 @@ pub fn run(a: &ExpandArgs) -> Result<()> {
         alpha: a.alpha,
         num_expand: a.num_expand,
         batch_size: a.batch_size,
+        factory: a.factory,
+        nprobe: a.nprobe,
     };
     params.check()?;
     if a.batch_size == 0 {
@@ -66,8 +80,12 @@ pub fn run(a: &ExpandArgs) -> Result<()> {
     features::write_npy_atomic(&a.output, y.view())?;
     let write_seconds = t.elapsed().as_secs_f64();
     progress.info(&format!(
-        "expanded {n} rows × {d} in {:.2} s (kNN {:.2} s, weighted sum {:.2} s) -> {}",
+        "expanded {n} rows × {d} in {:.2} s ({}kNN {:.2} s, weighted sum {:.2} s) -> {}",
         seconds.total,
+        match a.factory {
+            Some(f) => format!("{f} build {:.2} s, ", seconds.index_build),
+            None => String::new(),
+        },
         seconds.knn,
         seconds.weighted_sum,
         a.output.display()

@@ -31,8 +31,9 @@ pub struct SearchArgs {
     /// Expand every query first, as `train --query-expansion` expanded the
     /// indexed rows: the normalised, similarity^alpha-weighted sum of its k
     /// nearest stored vectors (exact inner-product search over the index's
-    /// own vectors). Optional value `alpha=3,k=16`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
+    /// own vectors, or with `factory=F,nprobe=N` an index of kind F built over
+    /// them). Optional value `alpha=3,k=16`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K[,factory=F,nprobe=N]")]
     pub query_expansion: Option<qe::QeParams>,
     /// Output prefix: <prefix>_distances.npy and <prefix>_ids.npy.
     #[arg(short, long)]

@@ -46,7 +46,11 @@ pub struct SettingsArgs {
     /// Index the α-query expansion of the rows instead of the rows: each row
     /// becomes the normalised, similarity^alpha-weighted sum of its k nearest
     /// rows by inner product (itself included). Optional value `alpha=3,k=16`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
+    /// Neighbours are exact unless `factory=` names an index to build over
+    /// the rows and search instead, e.g.
+    /// `alpha=3,k=16,factory=IVF512,PQ128x4fs,RFlat,nprobe=16` (nprobe
+    /// default 16).
+    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K[,factory=F,nprobe=N]")]
     pub query_expansion: Option<crate::qe::QeParams>,
     /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.

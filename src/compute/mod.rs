@@ -18,6 +18,15 @@ pub struct Assignment {
     pub distances: Vec<f32>,
 }
 
+/// Nearest sub-centroid of every row in every sub-space (product quantisation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PqAssignment {
+    /// `n × m` codes: the best of the `ksub` sub-centroids per row and sub-space.
+    pub codes: Array2<u8>,
+    /// `n × m` squared L2 distances to those sub-centroids.
+    pub distances: Array2<f32>,
+}
+
 /// What a backend runs on, for progress lines and `--json` summaries.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BackendInfo {
@@ -55,6 +64,21 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// For every row of `x` (n×d) and every sub-space `s < m` (columns
+    /// `s·d/m .. (s+1)·d/m`), the nearest of that sub-space's `ksub`
+    /// sub-centroids in L2, ties to the lower index. `codebooks` is
+    /// `(m·ksub) × (d/m)`: sub-space `s`'s centroids are rows `s·ksub ..`.
+    /// `ksub` is at most 256.
+    fn pq_assign(
+        &self,
+        x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+    ) -> Result<PqAssignment> {
+        cpu::pq::pq_assign(x, codebooks, m, ksub)
+    }
+
     /// The `k` best rows of `y` for every row of `x`, best first (ties to the
     /// lower index); id -1 and the worst score where `y` has fewer rows.
     fn knn(
@@ -65,6 +89,12 @@ pub trait Backend: Send + Sync {
         metric: Metric,
     ) -> Result<knn::Neighbours> {
         Ok(knn::knn(x, y, k, metric))
+    }
+
+    /// `knn(x, x, k, metric)`: every row's neighbours among the rows of `x`
+    /// (itself included). Backends may exploit the symmetry.
+    fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<knn::Neighbours> {
+        self.knn(x, x, k, metric)
     }
 
     /// Search a whole index (coarse search, list scan, refine) on this

@@ -114,7 +114,7 @@ fn renormalize(c: &mut Array2<f32>) {
 /// faiss `split_clusters`: every empty cluster takes half of a donor picked
 /// at random with probability (size − 1)/(n − k), copied with a small
 /// symmetric perturbation. Returns the number of splits.
-fn split_clusters(centroids: &mut Array2<f32>, counts: &mut [f32], n: usize) -> usize {
+pub(crate) fn split_clusters(centroids: &mut Array2<f32>, counts: &mut [f32], n: usize) -> usize {
     const EPS: f32 = 1.0 / 1024.0;
     let k = counts.len();
     let d = centroids.ncols();

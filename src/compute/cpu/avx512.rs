@@ -99,7 +99,7 @@ impl AlignedBuf {
     }
 
     /// Grow (never shrink) to `len` floats; contents are unspecified.
-    fn ensure(&mut self, len: usize) {
+    pub(crate) fn ensure(&mut self, len: usize) {
         if self.cap < len {
             *self = AlignedBuf::zeroed(len);
         }
@@ -132,7 +132,7 @@ const PACK_KB: usize = 64;
 
 /// Pack `live ≤ W` rows of `src` (row-major, `d` columns, starting at row 0)
 /// into `out`, `d × W` floats laid out `[k][row]`; rows past `live` are zeros.
-fn pack_transposed<const W: usize>(src: &[f32], live: usize, d: usize, out: &mut [f32]) {
+pub(crate) fn pack_transposed<const W: usize>(src: &[f32], live: usize, d: usize, out: &mut [f32]) {
     debug_assert!(live <= W && src.len() >= live * d && out.len() == W * d);
     for k0 in (0..d).step_by(PACK_KB) {
         let k1 = (k0 + PACK_KB).min(d);
@@ -158,7 +158,7 @@ fn pack_panel(c: &[f32], k: usize, d: usize, p: usize, out: &mut [f32]) {
 }
 
 /// Pack `rows` rows of `x` (row-major, `d` columns) into `MR`-row micro-panels.
-fn pack_rows(x: &[f32], rows: usize, d: usize, out: &mut [f32]) {
+pub(crate) fn pack_rows(x: &[f32], rows: usize, d: usize, out: &mut [f32]) {
     for (q, panel) in out.chunks_exact_mut(MR * d).enumerate() {
         let live = MR.min(rows.saturating_sub(q * MR));
         pack_transposed::<MR>(&x[(q * MR * d).min(x.len())..], live, d, panel);

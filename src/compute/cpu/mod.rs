@@ -18,7 +18,10 @@
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod knn;
 mod portable;
+pub mod pq;
 pub mod reference;
 
 use std::borrow::Cow;
@@ -26,6 +29,7 @@ use std::borrow::Cow;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
+use super::knn::Neighbours;
 use super::{Assignment, Backend, BackendInfo};
 use crate::{Error, Metric, Result};
 
@@ -139,6 +143,63 @@ impl Backend for CpuBackend {
         k: usize,
     ) -> Result<(Array2<f32>, Vec<u64>)> {
         centroid_sums(x, labels, k)
+    }
+
+    fn knn(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<Neighbours> {
+        knn_with(self.kernel, x, Some(y), k, metric)
+    }
+
+    fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<Neighbours> {
+        knn_with(self.kernel, x, None, k, metric)
+    }
+}
+
+/// [`Backend::knn`] (`y` given) or [`Backend::knn_self`] (`y` = `x`) with an
+/// explicit kernel. The AVX-512 kernel fuses the top-k into its GEMM
+/// microkernel (`knn.rs`); the portable one is `compute::knn::knn`.
+pub fn knn_with(
+    kernel: Kernel,
+    x: ArrayView2<f32>,
+    y: Option<ArrayView2<f32>>,
+    k: usize,
+    metric: Metric,
+) -> Result<Neighbours> {
+    let (nq, d) = x.dim();
+    let yv = y.unwrap_or(x);
+    if yv.ncols() != d {
+        return Err(Error::Invalid(format!(
+            "knn: queries have {d} dimensions but the database rows have {}",
+            yv.ncols()
+        )));
+    }
+    let nb = yv.nrows();
+    if nb as u64 >= u32::MAX as u64 {
+        return Err(Error::Invalid(format!(
+            "knn: too many database rows ({nb})"
+        )));
+    }
+    if !kernel.is_available() {
+        return Err(Error::Unsupported(format!(
+            "CPU kernel {} on this processor",
+            kernel.name()
+        )));
+    }
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 if d > 0 && k > 0 && nq > 0 && nb > 0 => {
+            let xs = standard(x);
+            Ok(match y {
+                Some(y) => knn::knn(&xs, nq, &standard(y), nb, d, k, metric),
+                None => knn::knn_self(&xs, nq, d, k, metric),
+            })
+        }
+        _ => Ok(crate::compute::knn::knn(x, yv, k, metric)),
     }
 }
 

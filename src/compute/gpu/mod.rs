@@ -3,14 +3,17 @@
 mod assign;
 mod context;
 mod expand;
+mod pq;
+mod search;
 mod sums;
 
 use ndarray::{Array2, ArrayView2};
 
 pub use assign::AssignVariant;
 use context::Gpu;
+pub use search::MAX_K as SEARCH_MAX_K;
 
-use super::{Assignment, Backend, BackendInfo};
+use super::{Assignment, Backend, BackendInfo, PqAssignment};
 use crate::{Metric, Result};
 
 pub struct GpuBackend {
@@ -18,6 +21,8 @@ pub struct GpuBackend {
     assign: assign::AssignKernel,
     sums: sums::SumsKernel,
     expand: expand::ExpandKernel,
+    pq: pq::PqKernel,
+    search: search::SearchKernel,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -31,6 +36,8 @@ impl GpuBackend {
         let assign = assign::AssignKernel::new(&gpu)?;
         let sums = sums::SumsKernel::new(&gpu)?;
         let expand = expand::ExpandKernel::new(&gpu)?;
+        let pq = pq::PqKernel::new(&gpu)?;
+        let search = search::SearchKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
         // workgroup-memory tiles do not.
@@ -47,6 +54,8 @@ impl GpuBackend {
             assign,
             sums,
             expand,
+            pq,
+            search,
             variant,
             max_binding,
         })
@@ -75,6 +84,14 @@ impl GpuBackend {
         self
     }
 
+    fn searcher(&self) -> search::Searcher<'_> {
+        search::Searcher {
+            gpu: &self.gpu,
+            kernel: &self.search,
+            max_binding: self.max_binding,
+        }
+    }
+
     /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
     pub fn adapter_info(&self) -> wgpu::AdapterInfo {
         self.gpu.info.clone()
@@ -101,6 +118,37 @@ impl Backend for GpuBackend {
             c,
             m,
         )
+    }
+
+    fn pq_assign(
+        &self,
+        x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+    ) -> Result<PqAssignment> {
+        pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
+    }
+
+    fn knn(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<super::knn::Neighbours> {
+        let s = self.searcher();
+        search::knn(&s, x, y, k, metric).unwrap_or_else(|| Ok(super::knn::knn(x, y, k, metric)))
+    }
+
+    fn search_index(
+        &self,
+        index: &crate::faiss::Index,
+        queries: ArrayView2<f32>,
+        k: usize,
+        nprobe: Option<usize>,
+    ) -> Option<Result<super::knn::Neighbours>> {
+        search::search_index(&self.searcher(), index, queries, k, nprobe)
     }
 
     fn expand(

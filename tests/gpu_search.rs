@@ -1,0 +1,281 @@
+//! Whole-index search on the GPU (`GpuBackend::search_index`) against the
+//! host search on the CPU backend, on the same index, on lavapipe in CI.
+//! No adapter at all is a failure, unless RVC_INDEX_SKIP_GPU_TESTS=1.
+//!
+//! PQ fast-scan scores are sums of 8-bit table entries, so ids and distances
+//! must be identical. Exact distances (Flat, IVF-Flat, RFlat) are summed in a
+//! different order on the device: they may differ by 1e-5 relative, and ids
+//! may differ only where two candidates' distances are that close (a swap of
+//! near-ties).
+
+use ndarray::{Array2, s};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rvc_index::Metric;
+use rvc_index::compute::Backend;
+use rvc_index::compute::cpu::CpuBackend;
+use rvc_index::compute::gpu::GpuBackend;
+use rvc_index::compute::knn::Neighbours;
+use rvc_index::faiss::Index;
+use rvc_index::index::build::build;
+use rvc_index::index::search::search_index;
+use rvc_index::progress::Progress;
+
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new(true) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
+    }
+}
+
+fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
+}
+
+fn make(x: &Array2<f32>, factory: &str, metric: Metric) -> Index {
+    build(
+        &CpuBackend::new(),
+        x.view(),
+        factory.parse().unwrap(),
+        metric,
+        1,
+        &Progress::hidden(),
+    )
+    .unwrap()
+    .index
+}
+
+fn compare(what: &str, got: &Neighbours, want: &Neighbours, exact: bool) {
+    assert_eq!(got.ids.dim(), want.ids.dim(), "{what}");
+    if exact {
+        assert_eq!(got.ids, want.ids, "{what}: ids");
+        assert_eq!(got.scores, want.scores, "{what}: scores");
+        return;
+    }
+    for q in 0..want.ids.nrows() {
+        let (gi, wi) = (got.ids.row(q), want.ids.row(q));
+        let (gs, ws) = (got.scores.row(q), want.scores.row(q));
+        let scale = ws
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(1f32, |m, v| m.max(v.abs()));
+        let tol = 1e-5 * scale;
+        for r in 0..wi.len() {
+            assert_eq!(
+                gi[r] < 0,
+                wi[r] < 0,
+                "{what}: query {q} rank {r}: {gi} vs {wi}"
+            );
+            if wi[r] < 0 {
+                continue;
+            }
+            assert!(
+                (gs[r] - ws[r]).abs() <= tol,
+                "{what}: query {q} rank {r}: score {} vs {}",
+                gs[r],
+                ws[r]
+            );
+            if gi[r] != wi[r] {
+                // A near-tie swap: the host has the GPU's id at a score within tolerance.
+                let pos = wi.iter().position(|&i| i == gi[r]);
+                let ok = pos.is_some_and(|p| (ws[p] - ws[r]).abs() <= 2.0 * tol)
+                    || r + 1 == wi.len() && (ws[r] - gs[r]).abs() <= 2.0 * tol;
+                assert!(ok, "{what}: query {q} rank {r}: id {} vs {}", gi[r], wi[r]);
+            }
+        }
+    }
+}
+
+fn check(
+    g: &GpuBackend,
+    index: &Index,
+    q: &Array2<f32>,
+    k: usize,
+    nprobe: usize,
+    exact: bool,
+    what: &str,
+) {
+    let want = search_index(&CpuBackend::new(), index, q.view(), k, Some(nprobe)).unwrap();
+    let got = g
+        .search_index(index, q.view(), k, Some(nprobe))
+        .unwrap_or_else(|| panic!("{what}: the GPU declined"))
+        .unwrap();
+    compare(&format!("{what} k{k} nprobe{nprobe}"), &got, &want, exact);
+}
+
+fn set_k_factor(index: &mut Index, f: f32) {
+    if let Index::Refine(r) = index {
+        r.k_factor = f;
+    }
+}
+
+#[test]
+fn every_index_type_both_metrics() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // d = 10: rows are not whole vec4s; M = 5: odd number of sub-quantizers.
+    for &(d, m) in &[(24, 4), (10, 5)] {
+        let x = random(&mut rng, 2500, d);
+        let q = random(&mut rng, 37, d);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let tag = format!("d{d} {metric:?}");
+            let flat = make(&x, "Flat", metric);
+            for k in [1, 7, 64, 128] {
+                check(&g, &flat, &q, k, 1, false, &format!("Flat {tag}"));
+            }
+            let ivf = make(&x, "IVF16,Flat", metric);
+            for (k, np) in [(1, 1), (10, 4), (100, 16), (5, 40)] {
+                check(&g, &ivf, &q, k, np, false, &format!("IVF-Flat {tag}"));
+            }
+            let pq = make(&x, &format!("IVF16,PQ{m}x4fs"), metric);
+            for (k, np) in [(1, 1), (10, 3), (128, 16)] {
+                check(&g, &pq, &q, k, np, true, &format!("IVF-PQfs {tag}"));
+            }
+            let mut rf = make(&x, &format!("IVF16,PQ{m}x4fs,RFlat"), metric);
+            for (k, np, f) in [(1, 1, 1.0), (8, 4, 4.0), (32, 16, 4.0)] {
+                set_k_factor(&mut rf, f);
+                check(
+                    &g,
+                    &rf,
+                    &q,
+                    k,
+                    np,
+                    false,
+                    &format!("IVF-PQfs,RFlat×{f} {tag}"),
+                );
+            }
+        }
+    }
+}
+
+/// Lists far longer than lavapipe's 65 535-iteration loop limit: a kernel
+/// that scanned a list in one loop would silently stop early.
+#[test]
+fn long_lists() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let x = random(&mut rng, 70_000, 4);
+    let q = random(&mut rng, 5, 4);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let ivf = make(&x, "IVF1,Flat", metric);
+        check(&g, &ivf, &q, 10, 1, false, &format!("IVF1,Flat {metric:?}"));
+        let pq = make(&x, "IVF1,PQ2x4fs", metric);
+        check(
+            &g,
+            &pq,
+            &q,
+            100,
+            1,
+            true,
+            &format!("IVF1,PQ2x4fs {metric:?}"),
+        );
+        let flat = make(&x, "Flat", metric);
+        check(&g, &flat, &q, 3, 1, false, &format!("Flat {metric:?}"));
+    }
+    // The entries at the far end of the list are reachable: query the last rows.
+    let ivf = make(&x, "IVF1,Flat", Metric::L2);
+    let tail = x.slice(s![69_990.., ..]).to_owned();
+    let got = g
+        .search_index(&ivf, tail.view(), 1, Some(1))
+        .unwrap()
+        .unwrap();
+    for (i, &id) in got.ids.column(0).iter().enumerate() {
+        assert_eq!(id, 69_990 + i as i64);
+    }
+}
+
+/// Small bindings: the lists, the candidates and the queries all split into
+/// several chunks and batches.
+#[test]
+fn chunked_bindings() {
+    let Some(g) = gpu() else { return };
+    let g = g.with_max_binding(16 << 10);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let x = random(&mut rng, 3000, 24);
+    let q = random(&mut rng, 300, 24);
+    let ivf = make(&x, "IVF8,Flat", Metric::L2);
+    check(&g, &ivf, &q, 20, 8, false, "chunked IVF-Flat");
+    let pq = make(&x, "IVF8,PQ6x4fs", Metric::InnerProduct);
+    check(&g, &pq, &q, 20, 8, true, "chunked IVF-PQfs");
+    let flat = make(&x, "Flat", Metric::L2);
+    check(&g, &flat, &q, 5, 1, false, "chunked Flat");
+}
+
+#[test]
+fn declines_what_it_does_not_cover() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let x = random(&mut rng, 500, 8);
+    let q = random(&mut rng, 3, 8);
+    let ivf = make(&x, "IVF4,Flat", Metric::L2);
+    assert!(g.search_index(&ivf, q.view(), 129, Some(2)).is_none());
+    // The public entry point still answers, on the host path.
+    let r = search_index(&g, &ivf, q.view(), 129, Some(2)).unwrap();
+    assert_eq!(r.ids.dim(), (3, 129));
+    let mut rf = make(&x, "IVF4,PQ4x4fs,RFlat", Metric::L2);
+    set_k_factor(&mut rf, 20.0);
+    assert!(g.search_index(&rf, q.view(), 8, Some(2)).is_none());
+}
+
+/// Fewer entries than k: padding with id -1 and the metric's worst score.
+#[test]
+fn padding_where_lists_are_short() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let x = random(&mut rng, 64, 8);
+    let q = random(&mut rng, 4, 8);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let ivf = make(&x, "IVF4,Flat", metric);
+        check(&g, &ivf, &q, 100, 1, false, "short IVF-Flat");
+        let pq = make(&x, "IVF4,PQ2x4fs", metric);
+        check(&g, &pq, &q, 100, 2, true, "short IVF-PQfs");
+    }
+}
+
+/// `GpuBackend::knn` runs the Flat search kernels: equal to the CPU k-NN.
+#[test]
+fn knn_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for &(nq, nb, d, k) in &[
+        (1, 1, 1, 1),
+        (70, 1500, 13, 8),
+        (130, 40, 64, 50),
+        (5, 2100, 3, 16),
+    ] {
+        let x = random(&mut rng, nq, d);
+        let y = random(&mut rng, nb, d);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let want = CpuBackend::new()
+                .knn(x.view(), y.view(), k, metric)
+                .unwrap();
+            let got = g.knn(x.view(), y.view(), k, metric).unwrap();
+            compare(
+                &format!("knn nq{nq} nb{nb} d{d} k{k} {metric:?}"),
+                &got,
+                &want,
+                false,
+            );
+        }
+    }
+}
+
+/// Many sub-quantizers: fewer queries' tables fit workgroup memory per item
+/// (3 for M = 300, 1 for M = 600).
+#[test]
+fn wide_pq_tables() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for m in [300, 600] {
+        let x = random(&mut rng, 400, m);
+        let q = random(&mut rng, 9, m);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let pq = make(&x, &format!("IVF4,PQ{m}x4fs"), metric);
+            check(&g, &pq, &q, 16, 3, true, &format!("PQ{m} {metric:?}"));
+        }
+    }
+}
