@@ -112,7 +112,13 @@ fn bench_assign(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
 
 fn bench_centroid_sums(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
     for &(label, n, k, d, large) in &[
-        ("small_20000x256x256", 20_000usize, 256usize, 256usize, false),
+        (
+            "small_20000x256x256",
+            20_000usize,
+            256usize,
+            256usize,
+            false,
+        ),
         ("rvc_200000x5128x768", 200_000, 5128, 768, true),
     ] {
         let x = random(n, d, 2);
@@ -172,8 +178,26 @@ fn bench_pq_encode(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) 
 /// (label, n, d, nlist, m, nq, nprobe, large)
 type ScanSize = (&'static str, usize, usize, usize, usize, usize, usize, bool);
 const SCAN: &[ScanSize] = &[
-    ("small_20000_d64_ivf64_pq32", 20_000, 64, 64, 32, 1000, 4, false),
-    ("rvc_50000_d768_ivf1282_pq384", 50_000, 768, 1282, 384, 1000, 16, true),
+    (
+        "small_20000_d64_ivf64_pq32",
+        20_000,
+        64,
+        64,
+        32,
+        1000,
+        4,
+        false,
+    ),
+    (
+        "rvc_50000_d768_ivf1282_pq384",
+        50_000,
+        768,
+        1282,
+        384,
+        1000,
+        16,
+        true,
+    ),
 ];
 
 fn bench_table_scan(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
@@ -194,7 +218,11 @@ fn bench_table_scan(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)])
             &Progress::hidden(),
         )
         .unwrap();
-        let mut g = group(cr, &format!("table_scan/{label}_nq{nq}_nprobe{nprobe}"), large);
+        let mut g = group(
+            cr,
+            &format!("table_scan/{label}_nq{nq}_nprobe{nprobe}"),
+            large,
+        );
         g.throughput(Throughput::Elements(nq as u64));
         for (name, b, real) in bs {
             if runs(name, *real, large, label) {
@@ -212,7 +240,14 @@ fn bench_table_scan(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)])
 
 fn bench_knn(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
     for &(label, nq, nb, d, k, large) in &[
-        ("small_1000x20000x256_k8", 1000usize, 20_000usize, 256usize, 8usize, false),
+        (
+            "small_1000x20000x256_k8",
+            1000usize,
+            20_000usize,
+            256usize,
+            8usize,
+            false,
+        ),
         ("rvc_2000x50000x768_k16", 2000, 50_000, 768, 16, true),
     ] {
         let q = random(nq, d, 7);

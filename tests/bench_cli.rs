@@ -140,9 +140,15 @@ fn repeat_reports_min_and_median() {
     for s in all {
         let t = s["seconds"].as_array().unwrap();
         assert_eq!(t.len(), 2, "{s}");
-        let (min, med) = (s["min_s"].as_f64().unwrap(), s["median_s"].as_f64().unwrap());
+        let (min, med) = (
+            s["min_s"].as_f64().unwrap(),
+            s["median_s"].as_f64().unwrap(),
+        );
         assert!(min <= med, "{s}");
-        let lo = t.iter().map(|x| x.as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        let lo = t
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
         assert_eq!(min, lo);
     }
 }

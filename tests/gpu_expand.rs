@@ -1,23 +1,15 @@
 //! The α-query-expansion kernel against the CPU form, on lavapipe in CI.
 //! No adapter at all is a failure, unless RVC_INDEX_SKIP_GPU_TESTS=1.
 
+mod common;
+use common::gpu;
+
 use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rvc_index::compute::Backend;
 use rvc_index::compute::gpu::GpuBackend;
 use rvc_index::qe;
-
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(true) {
-        Ok(g) => Some(g),
-        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
-            eprintln!("skipping GPU test: {e}");
-            None
-        }
-        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
-    }
-}
 
 fn case(g: &GpuBackend, n: usize, nb: usize, d: usize, m: usize, alpha: f32, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -8,8 +8,11 @@
 //! may differ only where two candidates' distances are that close (a swap of
 //! near-ties).
 
+mod common;
+use common::{gpu, random};
+
 use ndarray::{Array2, s};
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
 use rvc_index::compute::Backend;
@@ -20,21 +23,6 @@ use rvc_index::faiss::Index;
 use rvc_index::index::build::build;
 use rvc_index::index::search::search_index;
 use rvc_index::progress::Progress;
-
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(true) {
-        Ok(g) => Some(g),
-        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
-            eprintln!("skipping GPU test: {e}");
-            None
-        }
-        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
-    }
-}
-
-fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
-}
 
 fn make(x: &Array2<f32>, factory: &str, metric: Metric) -> Index {
     build(

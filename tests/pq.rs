@@ -67,27 +67,12 @@ fn codebook_and_codes_follow_faiss() {
 // ---------------------------------------------------------------------------
 // pq_assign (CPU and GPU) and lockstep training against independent references.
 
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
 use rvc_index::compute::gpu::GpuBackend;
 use rvc_index::compute::{Backend, PqAssignment};
 use rvc_index::train::kmeans::{self, KmeansParams};
-
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new(true) {
-        Ok(g) => Some(g),
-        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
-            eprintln!("skipping GPU test: {e}");
-            None
-        }
-        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
-    }
-}
-
-fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
-    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
-}
 
 /// Every (row, sub-space)'s sub-centroid distances in f64, plus the tolerance
 /// of an f32 sum of `dsub` squares: 1e-5 · Σ (|x| + |c|)².

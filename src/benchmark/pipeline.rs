@@ -194,7 +194,9 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
     step("load");
     let ((x, files, source), t, p) = timed(r, &mut peak, || load(cfg))?;
     let (n_raw, d) = x.dim();
-    let mut st = Stage::new("load", t).info("rows", n_raw).info("files", files);
+    let mut st = Stage::new("load", t)
+        .info("rows", n_raw)
+        .info("files", files);
     st.peak_rss_bytes = p;
     stages.push(st);
 
@@ -307,9 +309,7 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
         let km = if nlist > 0 {
             step(&format!("train {label}"));
             let params = KmeansParams::ivf(nlist, Metric::L2);
-            let (km, t, p) = timed(r, &mut peak, || {
-                kmeans::train(backend, db, &params, |_| {})
-            })?;
+            let (km, t, p) = timed(r, &mut peak, || kmeans::train(backend, db, &params, |_| {}))?;
             let iters = km.iterations.len();
             let mut st = Stage::new("train", t)
                 .factory(&label)
@@ -403,7 +403,13 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
         };
         if let Some(km) = &km {
             let (_, t, p) = timed(r, &mut peak, || {
-                search::coarse(backend, km.centroids.view(), xq.view(), max_nprobe, Metric::L2)
+                search::coarse(
+                    backend,
+                    km.centroids.view(),
+                    xq.view(),
+                    max_nprobe,
+                    Metric::L2,
+                )
             })?;
             let mut st = Stage::new("coarse", t)
                 .factory(&label)

@@ -197,7 +197,11 @@ fn secs(s: f64) -> String {
 pub fn print_table(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     let b = &r.backend;
     if b.kind == "gpu" {
-        writeln!(out, "device: gpu ({}, {}, {})", b.name, b.device_type, b.api)?;
+        writeln!(
+            out,
+            "device: gpu ({}, {}, {})",
+            b.name, b.device_type, b.api
+        )?;
     } else {
         writeln!(out, "device: cpu ({})", b.name)?;
     }
@@ -284,10 +288,7 @@ pub fn print_table(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "peak memory {} MiB; total {:.2} s; load average {} -> {}",
-        opt(
-            r.peak_rss_bytes.map(|b| b as f64 / (1u64 << 20) as f64),
-            0
-        ),
+        opt(r.peak_rss_bytes.map(|b| b as f64 / (1u64 << 20) as f64), 0),
         r.total_s,
         r.loadavg_start,
         r.loadavg_end

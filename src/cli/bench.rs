@@ -28,7 +28,11 @@ against the exact search: R1@1 (true nearest ranked first), R1@k (true nearest a
 Rk@k (overlap of the k results with the true k). Peak memory is VmHWM, reset before each stage.")]
 pub struct BenchArgs {
     /// Real data: an experiment folder (logs/<exp>), a folder of .npy files, or one .npy file.
-    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    #[arg(
+        long,
+        conflicts_with = "synthetic",
+        required_unless_present = "synthetic"
+    )]
     pub data: Option<PathBuf>,
     /// Synthetic RVC-like data as the faiss baseline harness generates it: N,D[,SEED].
     #[arg(long, value_name = "N,D[,SEED]")]

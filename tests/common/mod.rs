@@ -109,3 +109,21 @@ pub fn latent(n: usize, d: usize, latent: usize, seed: u64) -> Array2<f32> {
     }
     x
 }
+
+/// The GPU backend with software adapters allowed; `None` (skip) only when
+/// no adapter exists and RVC_INDEX_SKIP_GPU_TESTS=1.
+pub fn gpu() -> Option<rvc_index::compute::gpu::GpuBackend> {
+    match rvc_index::compute::gpu::GpuBackend::new(true) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("RVC_INDEX_SKIP_GPU_TESTS").as_deref() == Ok("1") => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+        Err(e) => panic!("no GPU adapter ({e}); set RVC_INDEX_SKIP_GPU_TESTS=1 to skip"),
+    }
+}
+
+/// Uniform values in [-1, 1).
+pub fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
+}
