@@ -55,7 +55,7 @@ fn stat_inputs(feature_dir: &Path) -> Result<Vec<(String, PathBuf, u64, u128)>> 
     for e in std::fs::read_dir(feature_dir).map_err(|e| Error::io(feature_dir, e))? {
         let e = e.map_err(|e| Error::io(feature_dir, e))?;
         let p = e.path();
-        if !p.extension().is_some_and(|x| x == "npy") || !p.is_file() {
+        if p.extension().is_none_or(|x| x != "npy") || !p.is_file() {
             continue;
         }
         let m = e.metadata().map_err(|e| Error::io(&p, e))?;

@@ -12,7 +12,10 @@
 //! mixture parameters absorb (a flip needs the 1-ulp float64 change to cross
 //! a float32 rounding boundary) and which moves the component CDF by ~1e-16.
 
+// Constants are NumPy's, digit for digit.
+#[allow(clippy::excessive_precision)]
 mod numpy_random;
+#[allow(clippy::excessive_precision)]
 mod ziggurat;
 
 use std::path::Path;

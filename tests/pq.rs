@@ -278,3 +278,31 @@ fn encode_is_the_nearest_sub_centroid() {
         assert_eq!(c.to_vec(), want);
     }
 }
+
+/// `Backend::pq_encode`: the GPU (pq_assign kernel) and the CPU backend (the
+/// host's SIMD encoder) give the codes of the quantizer's own scalar encoder.
+#[test]
+fn pq_encode_gpu_and_cpu_equal_the_scalar_encoder() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let x = random(&mut rng, 3001, 60);
+    let quantizer = pq::train(&CpuBackend::new(), x.view(), 15).unwrap();
+    let scalar: Vec<u8> = x
+        .rows()
+        .into_iter()
+        .flat_map(|r| quantizer.encode(r.as_slice().unwrap()))
+        .collect();
+    let cpu = CpuBackend::new().pq_encode(&quantizer, x.view()).unwrap();
+    let on_gpu = g.pq_encode(&quantizer, x.view()).unwrap();
+    assert_eq!(cpu.len(), 3001 * 15);
+    assert_eq!(cpu, scalar);
+    let differ = on_gpu.iter().zip(&scalar).filter(|(a, b)| a != b).count();
+    // Only exact ties between two sub-centroids could differ (f32 sums in
+    // another order); uniform random data has none in practice.
+    assert!(differ <= 2, "{differ} GPU codes differ");
+    assert!(
+        CpuBackend::new()
+            .pq_encode(&quantizer, x.view().slice_move(ndarray::s![.., ..59]))
+            .is_err()
+    );
+}

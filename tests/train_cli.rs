@@ -66,8 +66,8 @@ fn added_index_loads_in_faiss_with_rvc_contract() {
     assert_eq!(j["d"], 768);
     assert_eq!(j["nlist"], 1500 / 39);
     let names = listing(&exp);
-    let added = format!("added_IVF38_Flat_nprobe_1_voice_v2.index");
-    let trained = format!("trained_IVF38_Flat_nprobe_1_voice_v2.index");
+    let added = "added_IVF38_Flat_nprobe_1_voice_v2.index".to_string();
+    let trained = "trained_IVF38_Flat_nprobe_1_voice_v2.index".to_string();
     assert_eq!(
         names,
         vec![

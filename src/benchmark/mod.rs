@@ -159,7 +159,10 @@ impl BenchConfig {
 /// RVC's `IVF{auto},Flat` and the harness's variant `IVF{nlist},PQ{D/2}x4fs,RFlat`
 /// (the same list count; M the largest divisor of D not above D/2).
 pub fn default_factories(d: usize) -> Vec<Factory> {
-    let m = (1..=(d / 2).max(1)).rev().find(|m| d % m == 0).unwrap_or(1);
+    let m = (1..=(d / 2).max(1))
+        .rev()
+        .find(|m| d.is_multiple_of(*m))
+        .unwrap_or(1);
     vec![
         Factory::rvc(),
         Factory::Ivf {

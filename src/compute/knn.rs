@@ -73,7 +73,8 @@ impl TopK {
 
     #[inline]
     pub fn push(&mut self, key: f32, id: i64) {
-        if !(key < self.worst()) {
+        // Also rejects NaN keys.
+        if key.partial_cmp(&self.worst()) != Some(std::cmp::Ordering::Less) {
             return;
         }
         let pos = self.keys.partition_point(|&v| v <= key);

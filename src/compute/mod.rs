@@ -79,6 +79,28 @@ pub trait Backend: Send + Sync {
         cpu::pq::pq_assign(x, codebooks, m, ksub)
     }
 
+    /// Codes of every row of `x` under the product quantizer `pq` (`n × M`,
+    /// row-major, one code per byte): the nearest sub-centroid per sub-space,
+    /// ties to the lower index. The default is the host's SIMD encoder.
+    fn pq_encode(
+        &self,
+        pq: &crate::faiss::ProductQuantizer,
+        x: ArrayView2<f32>,
+    ) -> Result<Vec<u8>> {
+        if x.ncols() != pq.d {
+            return Err(crate::Error::Invalid(format!(
+                "PQ encoding: rows have {} columns, the quantizer {}",
+                x.ncols(),
+                pq.d
+            )));
+        }
+        let x = x.as_standard_layout();
+        Ok(crate::index::scan::pq_encode(
+            pq,
+            x.as_slice().expect("standard layout"),
+        ))
+    }
+
     /// The `k` best rows of `y` for every row of `x`, best first (ties to the
     /// lower index); id -1 and the worst score where `y` has fewer rows.
     fn knn(

@@ -8,7 +8,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::factory::{Codec, Factory};
-use super::{pq, scan};
+use super::pq;
 use crate::compute::Backend;
 use crate::faiss::{
     BlockList, DirectMap, Flat, FlatList, Index, Ivf, IvfFlat, IvfPqFs, RefineFlat, SizeTable,
@@ -145,7 +145,7 @@ pub fn build(
             let pq = pq::train(backend, x.view(), m)?;
             stages.pq_train = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let codes = scan::pq_encode(&pq, rows);
+            let codes = backend.pq_encode(&pq, x.view())?;
             stages.encode = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let lists = ids

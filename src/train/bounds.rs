@@ -10,6 +10,7 @@
 //!   rows that pass the first test;
 //! * if `u` is below both, with a safety margin far above float rounding,
 //!   the label is kept; otherwise the row is assigned from scratch.
+//!
 //! Results equal a full assignment, up to near-ties within the margin, which
 //! are always recomputed.
 

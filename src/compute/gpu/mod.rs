@@ -130,6 +130,22 @@ impl Backend for GpuBackend {
         pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
     }
 
+    /// Encoding is `pq_assign` against the quantizer's codebooks.
+    fn pq_encode(
+        &self,
+        pq: &crate::faiss::ProductQuantizer,
+        x: ArrayView2<f32>,
+    ) -> Result<Vec<u8>> {
+        let books = ArrayView2::from_shape((pq.m * pq.ksub(), pq.dsub()), &pq.centroids)
+            .map_err(|e| crate::Error::Invalid(format!("PQ codebooks: {e}")))?;
+        let codes = self.pq_assign(x, books, pq.m, pq.ksub())?.codes;
+        Ok(if codes.is_standard_layout() {
+            codes.into_raw_vec_and_offset().0
+        } else {
+            codes.iter().copied().collect()
+        })
+    }
+
     fn knn(
         &self,
         x: ArrayView2<f32>,
