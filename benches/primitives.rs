@@ -160,7 +160,8 @@ fn bench_pq_train(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
     }
 }
 
-/// Encoding runs on the host whatever the backend.
+/// `Backend::pq_encode`: the host's SIMD encoder on the CPU backend, the
+/// `pq_assign` kernel on the GPU.
 fn bench_pq_encode(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) {
     for &(label, n, d, m, large) in &[
         ("small_20000_d64_m32", 20_000usize, 64usize, 32usize, false),
@@ -170,7 +171,13 @@ fn bench_pq_encode(cr: &mut Criterion, bs: &[(String, Box<dyn Backend>, bool)]) 
         let q = pq::train(bs[0].1.as_ref(), x.slice(s![..pq::TRAIN_ROWS, ..]), m).unwrap();
         let mut g = group(cr, &format!("pq_encode/{label}"), large);
         g.throughput(Throughput::Elements((2 * n * pq::KSUB * d) as u64));
-        g.bench_function("host", |bn| bn.iter(|| pq::encode(&q, x.view())));
+        for (name, b, real) in bs {
+            if runs(name, *real, large, label) {
+                g.bench_function(name.as_str(), |bn| {
+                    bn.iter(|| b.pq_encode(&q, x.view()).unwrap())
+                });
+            }
+        }
         g.finish();
     }
 }
