@@ -13,8 +13,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
+use rvc_index::compute::knn::TopK;
 use rvc_index::faiss::{ProductQuantizer, fastscan};
-use rvc_index::index::scan::{self, Isa, PqTop, Top};
+use rvc_index::index::scan::{self, Isa, PqTop};
 
 const D: usize = 768;
 const M: usize = 384;
@@ -38,9 +39,9 @@ fn bench(c: &mut Criterion) {
     for isa in Isa::available() {
         for metric in [Metric::L2, Metric::InnerProduct] {
             g.bench_function(format!("{}/{metric:?}/k8", isa.name()), |b| {
-                let mut tops: Vec<Top> = (0..QUERIES).map(|_| Top::new(8)).collect();
+                let mut tops: Vec<TopK> = (0..QUERIES).map(|_| TopK::new(8)).collect();
                 b.iter(|| {
-                    tops.iter_mut().for_each(Top::clear);
+                    tops.iter_mut().for_each(TopK::clear);
                     scan::scan_flat(
                         isa,
                         metric,

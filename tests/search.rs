@@ -482,8 +482,9 @@ mod simd_scan {
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rvc_index::Metric;
+    use rvc_index::compute::knn::TopK;
     use rvc_index::faiss::{ProductQuantizer, fastscan};
-    use rvc_index::index::scan::{self, Isa, PqTop, Top};
+    use rvc_index::index::scan::{self, Isa, PqTop};
     use rvc_index::index::search;
 
     /// Small integers: every sum is exact whatever the order, so keys equal
@@ -505,7 +506,7 @@ mod simd_scan {
                             let qs = ints(&mut rng, nq * d);
                             let queries: Vec<&[f32]> = qs.chunks_exact(d).collect();
                             let ids: Vec<i64> = (0..n as i64).map(|i| 1000 - 3 * i).collect();
-                            let mut tops: Vec<Top> = (0..nq).map(|_| Top::new(k)).collect();
+                            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
                             scan::scan_flat(
                                 isa,
                                 metric,

@@ -24,6 +24,7 @@ pub struct Neighbours {
 /// A fixed-capacity list of the best (smallest) keys seen, ties kept in
 /// arrival order so the earlier candidate wins. Keys are "smaller is
 /// better": squared L2 distances, or negated inner products.
+#[derive(Clone, Debug)]
 pub struct TopK {
     pub keys: Vec<f32>,
     pub ids: Vec<i64>,
@@ -39,8 +40,14 @@ impl TopK {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.ids.clear();
+    }
+
+    /// Keys must be below this to enter.
     #[inline]
-    fn worst(&self) -> f32 {
+    pub fn threshold(&self) -> f32 {
         if self.keys.len() < self.k {
             f32::INFINITY
         } else {
@@ -74,7 +81,7 @@ impl TopK {
     #[inline]
     pub fn push(&mut self, key: f32, id: i64) {
         // Also rejects NaN keys.
-        if key.partial_cmp(&self.worst()) != Some(std::cmp::Ordering::Less) {
+        if key.partial_cmp(&self.threshold()) != Some(std::cmp::Ordering::Less) {
             return;
         }
         let pos = self.keys.partition_point(|&v| v <= key);

@@ -17,6 +17,7 @@
 //! by id as faiss's heaps do.
 
 use crate::Metric;
+use crate::compute::knn::TopK;
 use crate::faiss::ProductQuantizer;
 use crate::index::pq::KSUB;
 
@@ -86,53 +87,6 @@ impl Isa {
 }
 
 // ---------------------------------------------------------------- top-k
-
-/// The `k` smallest float keys seen, ties kept in arrival order (the earlier
-/// candidate wins), as `compute::knn::TopK` keeps them.
-#[derive(Clone, Debug)]
-pub struct Top {
-    pub keys: Vec<f32>,
-    pub ids: Vec<i64>,
-    k: usize,
-}
-
-impl Top {
-    pub fn new(k: usize) -> Self {
-        Top {
-            keys: Vec::with_capacity(k + 1),
-            ids: Vec::with_capacity(k + 1),
-            k,
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.keys.clear();
-        self.ids.clear();
-    }
-
-    /// Keys must be below this to enter.
-    #[inline]
-    pub fn threshold(&self) -> f32 {
-        if self.keys.len() < self.k {
-            f32::INFINITY
-        } else {
-            self.keys[self.k - 1]
-        }
-    }
-
-    #[inline]
-    #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN keys never enter
-    pub fn push(&mut self, key: f32, id: i64) {
-        if !(key < self.threshold()) {
-            return;
-        }
-        let pos = self.keys.partition_point(|&v| v <= key);
-        self.keys.insert(pos, key);
-        self.ids.insert(pos, id);
-        self.keys.truncate(self.k);
-        self.ids.truncate(self.k);
-    }
-}
 
 /// Largest id a packed PQ key carries.
 pub const MAX_PACKED_ID: i64 = (1 << 48) - 1;
@@ -218,7 +172,7 @@ pub fn scan_flat<'a>(
     n: usize,
     row: impl Fn(usize) -> &'a [f32],
     ids: impl Fn(usize) -> i64,
-    tops: &mut [Top],
+    tops: &mut [TopK],
 ) {
     assert_eq!(queries.len(), tops.len());
     assert!(queries.iter().all(|q| q.len() >= d));
@@ -255,7 +209,7 @@ fn drive<'a, const R: usize, const QM: usize>(
     n: usize,
     row: &impl Fn(usize) -> &'a [f32],
     ids: &impl Fn(usize) -> i64,
-    tops: &mut [Top],
+    tops: &mut [TopK],
     tile: impl Fn(&[&[f32]], &[&[f32]; R], &mut [[f32; R]; 4]),
 ) {
     let mut out = [[0f32; R]; 4];

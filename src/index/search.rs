@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::time::Instant;
 
 use super::pq::KSUB;
-use super::scan::{self, Isa, PqTop, Top};
+use super::scan::{self, Isa, PqTop};
 use crate::compute::Backend;
 use crate::compute::knn::{Neighbours, TopK, collect};
 use crate::faiss::ProductQuantizer;
@@ -192,12 +192,12 @@ pub fn search_flat(
             Shared(lens.as_mut_ptr()),
         );
         groups.order.par_iter().for_each_init(
-            || (Vec::<Top>::new(), Vec::<&[f32]>::new()),
+            || (Vec::<TopK>::new(), Vec::<&[f32]>::new()),
             |(tops, qv), &l| {
                 let members = groups.of(l);
                 let list = &lists[l];
-                tops.iter_mut().for_each(Top::clear);
-                tops.resize_with(members.len(), || Top::new(k));
+                tops.iter_mut().for_each(TopK::clear);
+                tops.resize_with(members.len(), || TopK::new(k));
                 tops.truncate(members.len());
                 qv.clear();
                 qv.extend(members.iter().map(|&s| {
@@ -231,7 +231,7 @@ pub fn search_flat(
             .zip(scores_all[b0 * k..(b0 + bn) * k].par_chunks_mut(k))
             .enumerate()
             .for_each(|(q, (ids_q, scores_q))| {
-                let mut top = Top::new(k);
+                let mut top = TopK::new(k);
                 for (s, &len) in lens.iter().enumerate().skip(q * np).take(np) {
                     for e in s * k..s * k + len {
                         top.push(keys[e], sids[e]);
