@@ -436,6 +436,39 @@ pub fn tune(kc: usize, row_block_bytes: usize) {
     ROW_BYTES.store(row_block_bytes.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The micro-kernel: `acc[i][v] += a[i] · b[16v..16v+16]` over `len` steps
+/// of packed panels (`a`: MR floats per step, `b`: NR floats per step,
+/// 64-byte aligned).
+///
+/// # Safety
+/// The CPU has AVX-512F; `a` holds `len·MR` and `b` `len·NR` floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn accumulate(
+    acc: &mut [[__m512; NV]; MR],
+    mut a: *const f32,
+    mut b: *const f32,
+    len: usize,
+) {
+    for _ in 0..len {
+        // SAFETY: `a` walks len·MR floats, `b` len·NR floats (64-byte aligned).
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for v in 0..NV {
+                bv[v] = _mm512_load_ps(b.add(16 * v));
+            }
+            for i in 0..MR {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for v in 0..NV {
+                    acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+}
+
 struct Epilogue {
     alpha: __m512,
     beta: *const f32,
@@ -465,25 +498,8 @@ unsafe fn tile<const FIRST: bool, const LAST: bool>(
             }
         }
     }
-    let mut a = a;
-    let mut b = b;
-    for _ in 0..len {
-        // SAFETY: `a` walks len·MR floats, `b` len·NR floats (64-byte aligned).
-        unsafe {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for v in 0..NV {
-                bv[v] = _mm512_load_ps(b.add(16 * v));
-            }
-            for i in 0..MR {
-                let ai = _mm512_set1_ps(*a.add(i));
-                for v in 0..NV {
-                    acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-                }
-            }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-    }
+    // SAFETY: the caller's panels hold len steps.
+    unsafe { accumulate(&mut acc, a, b, len) };
     if !LAST {
         for i in 0..MR {
             for v in 0..NV {

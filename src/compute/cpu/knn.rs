@@ -36,7 +36,7 @@ use std::ops::Range;
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::avx512::{AlignedBuf, MR, NR, NV, available, pack_rows, pack_transposed};
+use super::avx512::{AlignedBuf, MR, NR, NV, accumulate, available, pack_rows, pack_transposed};
 use super::{Scores, norm2};
 use crate::Metric;
 use crate::compute::knn::Neighbours;
@@ -164,24 +164,8 @@ unsafe fn tile<const SYM: bool>(
     c: &Side,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..d {
-        // SAFETY: `a` walks d·MR floats, `b` d·NR floats (64-byte aligned).
-        unsafe {
-            let mut bv = [_mm512_setzero_ps(); NV];
-            for v in 0..NV {
-                bv[v] = _mm512_load_ps(b.add(16 * v));
-            }
-            for i in 0..MR {
-                let ai = _mm512_set1_ps(*a.add(i));
-                for v in 0..NV {
-                    acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-                }
-            }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-    }
+    // SAFETY: the packed panels hold d steps.
+    unsafe { accumulate(&mut acc, a, b, d) };
     let alpha = _mm512_set1_ps(alpha);
     let mut betac = [_mm512_setzero_ps(); NV];
     for v in 0..NV {
