@@ -60,7 +60,7 @@ fn feature_files(p: &Path) -> Result<Vec<features::NpyFile>> {
         return features::scan_dir(p);
     }
     let exp = experiment::Experiment::open(p, None, None)?;
-    features::scan_dir(&exp.feature_dir)
+    exp.feature_files()
 }
 
 /// Rows shuffled as `train` shuffles them: row i is row `perm[i]` of the files.

@@ -6,7 +6,6 @@
 //! are checked. Every failure is an [`Error::Format`] naming the byte offset
 //! and the field, or an [`Error::Unsupported`] naming the fourcc.
 
-use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
 use std::path::Path;
 
@@ -30,12 +29,7 @@ pub const MAX_UNBACKED_NLIST: u64 = 1 << 16;
 /// Read and validate the faiss index stored in `path`.
 pub fn read_index(path: impl AsRef<Path>) -> Result<Index> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::bad_input(path, "not a regular file"));
-    }
-    let len = meta.len();
+    let (file, len) = crate::io::open_regular(path)?;
     let mut rd = Rd::new(BufReader::with_capacity(8 << 10, file), len, path);
     let index = parse_top(&mut rd)?;
     // A file that grew while being read.

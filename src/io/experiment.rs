@@ -124,4 +124,11 @@ impl Experiment {
     pub fn total_fea_path(&self) -> PathBuf {
         self.dir.join("total_fea.npy")
     }
+
+    /// The feature files, never counting what `train` writes itself: with
+    /// `--feature-dir` pointing at the experiment folder, `total_fea.npy`
+    /// would otherwise be read back and the rows doubled on every rerun.
+    pub fn feature_files(&self) -> Result<Vec<crate::io::features::NpyFile>> {
+        crate::io::features::scan_dir_except(&self.feature_dir, &[self.total_fea_path()])
+    }
 }

@@ -1,7 +1,6 @@
 //! Feature matrices from `.npy` files: one file, or a folder of them read in
 //! Python `sorted()` order, as RVC's `train_index` does.
 
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +36,11 @@ impl Dtype {
     }
 }
 
+/// Widest rows any command accepts (faiss stores the dimension as an `int`;
+/// RVC's features are 256 or 768 wide). Bounding it keeps a hostile header
+/// such as shape `(0, 2^60)` from sizing buffers.
+pub const MAX_DIM: usize = 1 << 16;
+
 /// One `.npy` file whose header has been read and checked against its size.
 #[derive(Clone, Debug)]
 pub struct NpyFile {
@@ -50,8 +54,7 @@ pub struct NpyFile {
 
 /// Read and validate the header of one `.npy` file without loading its data.
 pub fn inspect_npy(path: &Path) -> Result<NpyFile> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (file, len) = super::open_regular(path)?;
     let mut r = BufReader::new(file);
     let header = Header::from_reader(&mut r)
         .map_err(|e| Error::bad_input(path, format!("not a valid .npy file ({e})")))?;
@@ -93,6 +96,12 @@ pub fn inspect_npy(path: &Path) -> Result<NpyFile> {
     if cols == 0 {
         return Err(Error::bad_input(path, "array has 0 columns"));
     }
+    if cols > MAX_DIM {
+        return Err(Error::bad_input(
+            path,
+            format!("{cols} columns per row; at most {MAX_DIM} are supported"),
+        ));
+    }
     let need = rows
         .checked_mul(cols)
         .and_then(|n| n.checked_mul(dtype.size()))
@@ -119,15 +128,33 @@ pub fn inspect_npy(path: &Path) -> Result<NpyFile> {
 
 /// The `.npy` files of a folder in Python `sorted()` order (code-point order,
 /// which for UTF-8 names is byte order), headers checked, column counts equal.
+/// Every `*.npy` entry counts: one that is not a readable regular file (a
+/// dangling or looping symlink, a directory, a FIFO) is an error naming it,
+/// never silently skipped.
 pub fn scan_dir(dir: &Path) -> Result<Vec<NpyFile>> {
+    scan_dir_except(dir, &[])
+}
+
+/// [`scan_dir`] leaving out the files in `exclude` (compared after resolving
+/// symlinks), e.g. the outputs a command writes into the same folder.
+pub fn scan_dir_except(dir: &Path, exclude: &[PathBuf]) -> Result<Vec<NpyFile>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let excluded: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
     let mut paths = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let p = e.path();
-        if p.extension().is_some_and(|x| x == "npy") && p.is_file() {
-            paths.push(p);
+        if p.extension().is_none_or(|x| x != "npy") {
+            continue;
         }
+        if std::fs::canonicalize(&p).is_ok_and(|c| excluded.contains(&c)) {
+            continue;
+        }
+        super::check_regular(&p)?;
+        paths.push(p);
     }
     if paths.is_empty() {
         return Err(Error::bad_input(
@@ -191,7 +218,7 @@ pub fn load_into(
     let mut row = vec![0f32; d];
     let mut j = 0usize;
     for f in files {
-        let mut file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+        let (mut file, _) = super::open_regular(&f.path)?;
         file.seek(SeekFrom::Start(f.data_offset))
             .map_err(|e| Error::io(&f.path, e))?;
         let mut r = BufReader::with_capacity(1 << 20, file);

@@ -183,7 +183,7 @@ pub struct Prepared {
 /// safe to run on another thread while a previous experiment trains.
 pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Result<Prepared> {
     let t = Instant::now();
-    let files = features::scan_dir(&exp.feature_dir)?;
+    let files = exp.feature_files()?;
     for f in features::converted(&files) {
         progress.warn(&format!(
             "{}: {} converted to float32",
