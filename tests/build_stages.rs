@@ -208,6 +208,26 @@ fn json_goes_to_stdout_or_to_the_named_file() {
     let w: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&info_json).unwrap()).unwrap();
     assert_eq!(w, v);
+    // A JSON file that cannot be written stops the command before any work.
+    let other = dir.path().join("other.index");
+    let bad = dir.path().join("no/such/folder/s.json");
+    let o = common::run(&[
+        "build",
+        i,
+        "--factory",
+        "Flat",
+        "-o",
+        other.to_str().unwrap(),
+        "-q",
+        "--device",
+        "cpu",
+        &format!("--json={}", bad.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = common::stderr(&o);
+    assert!(err.contains("s.json") && err.contains("folder"), "{err}");
+    assert!(!other.exists());
+
     // A missing file is one error line and exit code 1.
     let o = common::run(&["info", "--json", "nope.index"]);
     assert_eq!(o.status.code(), Some(1));

@@ -75,6 +75,25 @@ impl JsonArgs {
         self.json.as_deref().is_some_and(|p| p == Path::new("-"))
     }
 
+    /// A JSON file that cannot be written is found before any work is done:
+    /// its folder must exist and it must not be a folder itself.
+    pub fn check(&self) -> Result<()> {
+        let Some(out) = self.json.as_deref().filter(|_| !self.to_stdout()) else {
+            return Ok(());
+        };
+        if out.as_os_str().is_empty() {
+            return Err(Error::Invalid("--json=: the file name is empty".into()));
+        }
+        if out.is_dir() {
+            return Err(Error::bad_input(out, "--json names a folder, not a file"));
+        }
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(Error::bad_input(out, "--json: the folder does not exist"));
+        }
+        Ok(())
+    }
+
     /// Where the human-readable result (a table, a listing) goes: stdout,
     /// or stderr when the JSON takes stdout.
     pub fn text(&self) -> Box<dyn Write> {

@@ -53,6 +53,13 @@ pub struct BatchArgs {
 }
 
 pub fn run(a: &BatchArgs) -> Result<()> {
+    let json = match &a.json_out {
+        Some(p) => JsonArgs {
+            json: Some(p.clone()),
+        },
+        None => a.json.clone(),
+    };
+    json.check()?;
     let progress = a.common.progress(&a.verbose);
     let opts = BatchOptions {
         settings: a.settings.options()?,
@@ -66,12 +73,6 @@ pub fn run(a: &BatchArgs) -> Result<()> {
     let backend = a.common.backend(&progress)?;
     let outcomes = batch::run(backend.as_ref(), &a.logs, &opts, &progress)?;
 
-    let json = match &a.json_out {
-        Some(p) => JsonArgs {
-            json: Some(p.clone()),
-        },
-        None => a.json.clone(),
-    };
     let mut out = json.text();
     // A closed pipe (`| head`) ends the table, not the command.
     let _ = print_table(&outcomes, &mut out);

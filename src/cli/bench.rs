@@ -106,6 +106,7 @@ impl BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    a.json.check()?;
     let cfg = a.config()?;
     let progress = a.common.progress(&VerboseArgs::default());
     // The table names the backend; no status line for it.

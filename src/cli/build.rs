@@ -82,6 +82,7 @@ struct Summary {
 }
 
 pub fn run(a: &BuildArgs) -> Result<()> {
+    a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     let t = std::time::Instant::now();
     let mut x = features::load_file_or_dir(&a.input)?;

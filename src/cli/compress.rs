@@ -89,6 +89,7 @@ struct Summary {
 }
 
 pub fn run(a: &CompressArgs) -> Result<()> {
+    a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     let t = std::time::Instant::now();
     let files = if a.input.is_dir() {

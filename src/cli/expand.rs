@@ -67,6 +67,7 @@ struct Summary {
 }
 
 pub fn run(a: &ExpandArgs) -> Result<()> {
+    a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     if a.batch_size == 0 {
         return Err(Error::Invalid("--batch-size must be at least 1".into()));

@@ -38,6 +38,7 @@ struct Out<'a> {
 
 /// Run the subcommand: the text on stdout, and/or the JSON where `--json` says.
 pub fn run(args: &InfoArgs) -> Result<()> {
+    args.json.check()?;
     let info = inspect(&args.file)?;
     if !args.json.to_stdout() {
         print_stdout(&format!("{:<13}{}\n{info}", "file", args.file.display()))?;

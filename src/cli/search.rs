@@ -90,6 +90,7 @@ struct Summary {
 }
 
 pub fn run(a: &SearchArgs) -> Result<()> {
+    a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     let qe_params = a.qe.given()?;
     if a.k == 0 {

@@ -96,6 +96,7 @@ fn parse_nprobe(s: &str) -> std::result::Result<Nprobe, String> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     let opts = a.settings.options()?;
     let exp = Experiment::open(&a.experiment, a.version, a.feature_dir.as_deref())?;
