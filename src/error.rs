@@ -28,6 +28,9 @@ pub enum Error {
     Invalid(String),
     #[error("GPU: {0}")]
     Gpu(String),
+    /// Some of many independent jobs failed, each reported where it failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,14 +31,10 @@ fn batch(logs: &Path, extra: &[&str]) -> (bool, String, serde_json::Value) {
     ];
     args.extend_from_slice(extra);
     let o = run(&args);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    let json_start = out
-        .find("\n[")
-        .map(|i| i + 1)
-        .expect("JSON after the table");
-    let j = serde_json::from_str(&out[json_start..]).unwrap();
-    (o.status.success(), out, j)
+    // With --json the JSON is all of stdout; the table goes to stderr.
+    let j = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+    (o.status.success(), stderr(&o), j)
 }
 
 fn status_of(j: &serde_json::Value, exp: &str) -> String {
@@ -102,6 +98,32 @@ fn builds_skips_and_rebuilds_what_changed() {
         table.contains("failed: ") && table.contains("0_1.npy"),
         "{table}"
     );
+    assert!(
+        table.contains("rvc-index: error: 1 of 3 experiments failed"),
+        "{table}"
+    );
+
+    // --json=FILE (and the older --json-out FILE) write the same JSON to a
+    // file and leave the table on stdout.
+    for flag in ["--json=", "--json-out"] {
+        let file = dir.path().join("outcomes.json");
+        let f = file.to_str().unwrap();
+        let spelled: Vec<String> = if flag.ends_with('=') {
+            vec![format!("{flag}{f}")]
+        } else {
+            vec![flag.to_string(), f.to_string()]
+        };
+        let mut args = vec![logs.to_str().unwrap(), "--dry-run", "--quiet"];
+        args.extend(spelled.iter().map(String::as_str));
+        let o = run(&[&["batch"][..], &args].concat());
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.starts_with("experiment "), "{flag}: {stdout}");
+        let jf: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(status_of(&jf, "alto"), "up_to_date", "{flag}");
+        assert_eq!(status_of(&jf, "crackle"), "would_build", "{flag}");
+        std::fs::remove_file(&file).unwrap();
+    }
     check_with_faiss(&[logs.join("alto"), logs.join("bass")]);
     let index = logs.join("alto/added_IVF7_Flat_nprobe_1_alto_v1.index");
     let first = std::fs::read(&index).unwrap();

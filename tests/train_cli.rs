@@ -377,3 +377,77 @@ fn train_with_a_pq_refine_factory() {
         );
     }
 }
+
+const OBJECTIVE: &str = r#"
+import sys, numpy as np, faiss
+ix = faiss.read_index(sys.argv[1])  # keeps the IVF part alive
+ivf = faiss.extract_index_ivf(ix)
+x = np.load(sys.argv[2])
+D, _ = ivf.quantizer.search(x, 1)
+print(float(D[:, 0].astype(np.float64).mean()))
+"#;
+
+/// Every index kind takes `--niter`, shows the k-means lines of `-v` and
+/// reports `objective_per_row` with one meaning: the mean squared distance
+/// of an indexed row to its nearest (= its list's) centroid, checked here
+/// against faiss's own search of the stored quantizer.
+#[test]
+fn every_kind_takes_niter_and_verbose_and_reports_one_objective() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = latent(3000, 256, 12, 23);
+    for (name, factory) in [
+        ("rvc", None),
+        ("ivfflat", Some("IVF40,Flat")),
+        ("pq", Some("IVF{auto},PQ64x4fs,RFlat")),
+    ] {
+        let exp = make_experiment(dir.path(), name, &x, 500);
+        let mut args = vec![
+            "train",
+            exp.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--niter",
+            "2",
+            "-v",
+            "--json",
+        ];
+        if let Some(f) = factory {
+            args.extend_from_slice(&["--factory", f]);
+        }
+        let o = run(&args);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{name}: {err}");
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+        assert_eq!(
+            j["kmeans_iterations"].as_array().unwrap().len(),
+            2,
+            "{name}"
+        );
+        assert!(
+            err.contains("iteration 0 (") && err.contains("iteration 1 ("),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("iteration 2 ("), "{name}: {err}");
+        let nlist = j["nlist"].as_u64().unwrap();
+        let want_factory = match name {
+            "pq" => format!("IVF{nlist},PQ64x4fs,RFlat"),
+            _ => format!("IVF{nlist},Flat"),
+        };
+        assert_eq!(j["factory"], want_factory.as_str());
+        let st = &j["stage_seconds"];
+        assert!(st["kmeans"].as_f64().unwrap() > 0.0, "{name}: {st}");
+        assert_eq!(st["pq_train"].as_f64().unwrap() > 0.0, name == "pq");
+        assert_eq!(st["encode"].as_f64().unwrap() > 0.0, name == "pq");
+
+        let added = j["added_index"].as_str().unwrap();
+        let total = j["total_fea"].as_str().unwrap();
+        if let Some(out) = python(OBJECTIVE, &[added, total]) {
+            let faiss_obj: f64 = out.trim().parse().unwrap();
+            let ours = j["objective_per_row"].as_f64().unwrap();
+            assert!(
+                (ours - faiss_obj).abs() <= 1e-4 * faiss_obj,
+                "{name}: objective_per_row {ours} vs faiss {faiss_obj}"
+            );
+        }
+    }
+}

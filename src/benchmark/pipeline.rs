@@ -8,18 +8,14 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use super::report::{DataInfo, Recall, Report, Stage, cpu_model, loadavg};
 use super::{BenchConfig, DataSource, default_factories, peak_rss_bytes, reset_peak_rss};
 use crate::compute::Backend;
-use crate::faiss::{
-    BlockList, DirectMap, Flat, FlatList, Index, Ivf, IvfFlat, IvfPqFs, RefineFlat, SizeTable,
-    fastscan,
-};
-use crate::index::build::BBS;
+use crate::faiss::Index;
+use crate::index::build::{self, BuildParams, BuildTimes, Trained};
 use crate::index::factory::{Codec, Factory};
 use crate::index::{pq, search};
 use crate::io::{experiment, features};
 use crate::progress::Progress;
-use crate::train::kmeans::{self, KmeansParams, KmeansResult};
 use crate::train::minibatch::{self, MiniBatchParams};
-use crate::train::rvc::{RVC_COMPRESS_ABOVE, assign_all, build_lists, shuffle_permutation};
+use crate::train::rvc::{RVC_COMPRESS_ABOVE, shuffle_permutation};
 use crate::{Error, Metric, Result, qe};
 
 /// Runs `f` `repeat` times (the previous result dropped first, so memory
@@ -86,96 +82,6 @@ fn load(cfg: &BenchConfig) -> Result<(Array2<f32>, usize, String)> {
             let perm = shuffle_permutation(x.nrows(), cfg.seed);
             Ok((x.select(Axis(0), &perm), files, "synthetic".into()))
         }
-    }
-}
-
-fn flat(x: ArrayView2<f32>) -> Flat {
-    Flat::new(
-        x.ncols(),
-        Metric::L2,
-        x.as_standard_layout().iter().copied().collect(),
-    )
-}
-
-/// The index `factory` describes, filled from trained parts and labels, laid
-/// out as `index::build::build` lays it out.
-fn fill(
-    factory: Factory,
-    x: ArrayView2<f32>,
-    km: &KmeansResult,
-    pq: Option<&crate::faiss::ProductQuantizer>,
-    labels: &[u32],
-    nprobe: usize,
-) -> Index {
-    let Factory::Ivf { codec, refine, .. } = factory else {
-        return Index::Flat(flat(x));
-    };
-    let d = x.ncols();
-    let nlist = km.centroids.nrows();
-    let ids = build_lists(labels, nlist);
-    let ivf = Ivf {
-        d,
-        metric: Metric::L2,
-        is_trained: true,
-        nprobe,
-        quantizer: flat(km.centroids.view()),
-        direct_map: DirectMap::NoMap,
-    };
-    let xs = x.as_standard_layout();
-    let rows = xs.as_slice().expect("standard layout");
-    let base = match (codec, pq) {
-        (Codec::Pq4FastScan { m }, Some(pq)) => {
-            let codes = pq::encode(pq, x);
-            let codes = codes.as_slice().expect("contiguous");
-            let lists = ids
-                .into_iter()
-                .map(|ids| {
-                    let list_codes: Vec<u8> = ids
-                        .iter()
-                        .flat_map(|&i| &codes[i as usize * m..(i as usize + 1) * m])
-                        .copied()
-                        .collect();
-                    BlockList {
-                        codes: fastscan::pq4_pack(&list_codes, m, BBS),
-                        ids,
-                    }
-                })
-                .collect();
-            Index::IvfPqFastScan(IvfPqFs {
-                ivf,
-                by_residual: false,
-                bbs: BBS,
-                implem: 0,
-                qbs2: 0,
-                pq: pq.clone(),
-                lists,
-            })
-        }
-        _ => Index::IvfFlat(IvfFlat {
-            ivf,
-            size_table: SizeTable::faiss_choice(ids.iter().map(Vec::len)),
-            lists: ids
-                .into_iter()
-                .map(|ids| FlatList {
-                    codes: ids
-                        .iter()
-                        .flat_map(|&i| &rows[i as usize * d..(i as usize + 1) * d])
-                        .copied()
-                        .collect(),
-                    ids,
-                })
-                .collect(),
-        }),
-    };
-    if refine {
-        Index::Refine(Box::new(RefineFlat {
-            is_trained: true,
-            base,
-            refine: flat(x),
-            k_factor: 1.0,
-        }))
-    } else {
-        base
     }
 }
 
@@ -279,37 +185,38 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
         cfg.factories.clone()
     };
     let max_nprobe = cfg.nprobe.iter().copied().max().unwrap_or(1);
+    // The stages of `index::build`, timed one by one, with the settings
+    // `train` uses (faiss's IVF k-means, nprobe 1 stored).
+    let params = BuildParams::new(Metric::L2, 1);
+    let hidden = Progress::hidden();
     for &factory in factories.iter().filter(|_| cfg.stages.train) {
-        let nlist = match factory {
-            Factory::Ivf { nlist, .. } => nlist.resolve(n),
-            Factory::Flat => 0,
+        let fixed = build::check(factory, n, d)?;
+        let label = fixed.to_string();
+        let (nlist, pq_m) = match fixed {
+            Factory::Ivf { nlist, codec, .. } => (
+                nlist.resolve(n),
+                match codec {
+                    Codec::Pq4FastScan { m } => Some(m),
+                    Codec::Flat => None,
+                },
+            ),
+            Factory::Flat => (0, None),
         };
-        let label = factory.with_nlist(nlist).to_string();
-        let pq_m = match factory {
-            Factory::Ivf {
-                codec: Codec::Pq4FastScan { m },
-                ..
-            } => {
-                if m == 0 || d % m != 0 {
-                    return Err(Error::Invalid(format!(
-                        "{label}: the dimension {d} is not a multiple of M = {m}"
-                    )));
-                }
-                Some(m)
-            }
-            _ => None,
+        let mut trained = Trained {
+            factory: fixed,
+            d,
+            metric: params.metric,
+            nprobe: params.nprobe,
+            kmeans: None,
+            pq: None,
         };
-        if nlist > n {
-            return Err(Error::Invalid(format!(
-                "{label}: {n} rows are fewer than the {nlist} lists"
-            )));
-        }
 
         // train: the coarse quantizer's k-means, then the PQ codebooks
-        let km = if nlist > 0 {
+        if nlist > 0 {
             step(&format!("train {label}"));
-            let params = KmeansParams::ivf(nlist, Metric::L2);
-            let (km, t, p) = timed(r, &mut peak, || kmeans::train(backend, db, &params, |_| {}))?;
+            let (km, t, p) = timed(r, &mut peak, || {
+                build::train_kmeans(backend, db, nlist, &params, &hidden)
+            })?;
             let iters = km.iterations.len();
             let mut st = Stage::new("train", t)
                 .factory(&label)
@@ -325,29 +232,26 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
                 );
             st.peak_rss_bytes = p;
             if let Some(a) = &km.final_assignment {
-                st.objective_per_row =
-                    Some(a.distances.iter().map(|&v| v as f64).sum::<f64>() / n as f64);
+                st.objective_per_row = Some(build::per_row(
+                    a.distances.iter().map(|&v| v as f64).sum(),
+                    n,
+                ));
             }
             stages.push(st);
-            Some(km)
-        } else {
-            None
-        };
-        let pq = match pq_m {
-            Some(m) => {
-                let (pq, t, p) = timed(r, &mut peak, || pq::train(backend, db, m))?;
-                let rows = n.min(pq::TRAIN_ROWS);
-                let mut st = Stage::new("train_pq", t)
-                    .factory(&label)
-                    .flops(2.0 * rows as f64 * pq::KSUB as f64 * d as f64 * 25.0)
-                    .info("m", m)
-                    .info("train_rows", rows);
-                st.peak_rss_bytes = p;
-                stages.push(st);
-                Some(pq)
-            }
-            None => None,
-        };
+            trained.kmeans = Some(km);
+        }
+        if let Some(m) = pq_m {
+            let (pq, t, p) = timed(r, &mut peak, || build::train_pq(backend, db, m))?;
+            let rows = n.min(pq::TRAIN_ROWS);
+            let mut st = Stage::new("train_pq", t)
+                .factory(&label)
+                .flops(2.0 * rows as f64 * pq::KSUB as f64 * d as f64 * 25.0)
+                .info("m", m)
+                .info("train_rows", rows);
+            st.peak_rss_bytes = p;
+            stages.push(st);
+            trained.pq = Some(pq);
+        }
         if !cfg.stages.add {
             continue;
         }
@@ -355,40 +259,32 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
         // add: every row to its list (labels k-means already has are reused,
         // as `train` does), PQ codes, the index structure
         step(&format!("add {label}"));
-        let reuse = km.as_ref().and_then(|k| k.final_assignment.as_ref());
-        let ((index, objective), t, p) = timed(r, &mut peak, || {
-            let (labels, total) = match (km.as_ref(), reuse) {
-                (Some(_), Some(a)) => (
-                    a.labels.clone(),
-                    a.distances.iter().map(|&v| v as f64).sum::<f64>(),
-                ),
-                (Some(km), None) => assign_all(
-                    backend,
-                    db,
-                    km.centroids.view(),
-                    Metric::L2,
-                    &Progress::hidden(),
-                )?,
-                (None, _) => (Vec::new(), 0.0),
-            };
-            let index = match km.as_ref() {
-                Some(km) => fill(factory, db, km, pq.as_ref(), &labels, 1),
-                None => Index::Flat(flat(db)),
-            };
-            Ok((index, total))
+        let mut times = BuildTimes::default();
+        let ((index, objective, reused), t, p) = timed(r, &mut peak, || {
+            let added = build::add(backend, db, &trained, &hidden, &mut times)?;
+            let (objective, reused) = (added.objective, added.labels_from_training);
+            Ok((
+                build::fill(&trained, added, db, &mut times),
+                objective,
+                reused,
+            ))
         })?;
         let mut st = Stage::new("add", t)
             .factory(&label)
-            .info("labels_from_training", reuse.is_some());
-        if km.is_some() && reuse.is_none() {
+            .info("labels_from_training", reused)
+            .info("assign_s", times.assign)
+            .info("encode_s", times.encode)
+            .info("fill_s", times.fill + times.refine);
+        if nlist > 0 && !reused {
             st = st.flops(2.0 * n as f64 * nlist as f64 * d as f64);
         }
-        if km.is_some() {
-            st.objective_per_row = Some(objective / n as f64);
+        if nlist > 0 {
+            st.objective_per_row = Some(build::per_row(objective, n));
         }
         st.peak_rss_bytes = p;
         stages.push(st);
-        drop(pq);
+        let km = trained.kmeans.take();
+        drop(trained);
 
         let (bytes, t, p) = timed(r, &mut peak, || {
             crate::faiss::index_to_bytes(&index).map(|b| b.len())

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
-use super::CommonArgs;
+use std::io::Write;
+
 use super::train::SettingsArgs;
+use super::{CommonArgs, JsonArgs, VerboseArgs};
 use crate::batch::{self, BatchOptions, Status};
 use crate::io::experiment::Version;
 use crate::{Error, Result};
@@ -32,19 +34,35 @@ pub struct BatchArgs {
     /// Feature version for every experiment (needed where both feature folders exist).
     #[arg(long, value_enum)]
     pub version: Option<Version>,
-    /// Write the results table as JSON to this file.
-    #[arg(long = "json-out", value_name = "FILE")]
+    /// The same as `--json=FILE` (kept for older scripts).
+    #[arg(
+        long = "json-out",
+        value_name = "FILE",
+        hide = true,
+        conflicts_with = "json"
+    )]
     pub json_out: Option<PathBuf>,
     #[command(flatten)]
     pub settings: SettingsArgs,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
-pub fn run(a: &BatchArgs) -> Result<bool> {
-    let progress = a.common.progress();
+pub fn run(a: &BatchArgs) -> Result<()> {
+    let json = match &a.json_out {
+        Some(p) => JsonArgs {
+            json: Some(p.clone()),
+        },
+        None => a.json.clone(),
+    };
+    json.check()?;
+    let progress = a.common.progress(&a.verbose);
     let opts = BatchOptions {
-        settings: a.settings.options(),
+        settings: a.settings.options()?,
         version: a.version,
         only: a.only.clone(),
         exclude: a.exclude.clone(),
@@ -55,17 +73,36 @@ pub fn run(a: &BatchArgs) -> Result<bool> {
     let backend = a.common.backend(&progress)?;
     let outcomes = batch::run(backend.as_ref(), &a.logs, &opts, &progress)?;
 
+    let mut out = json.text();
+    // A closed pipe (`| head`) ends the table, not the command.
+    let _ = print_table(&outcomes, &mut out);
+    json.emit(&outcomes)?;
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.status, Status::Failed))
+        .count();
+    if failed > 0 {
+        return Err(Error::Failed(format!(
+            "{failed} of {} experiments failed (see the table)",
+            outcomes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn print_table(outcomes: &[batch::Outcome], out: &mut dyn Write) -> std::io::Result<()> {
     let w = outcomes
         .iter()
         .map(|o| o.experiment.len())
         .max()
         .unwrap_or(10)
         .max(10);
-    println!(
+    writeln!(
+        out,
         "{:w$}  {:>8}  {:>6}  {:>8}  status",
         "experiment", "rows", "nlist", "seconds"
-    );
-    for o in &outcomes {
+    )?;
+    for o in outcomes {
         let status = match o.status {
             Status::Built => format!("built ({})", o.reason),
             Status::UpToDate => "up to date".into(),
@@ -73,21 +110,14 @@ pub fn run(a: &BatchArgs) -> Result<bool> {
             Status::Failed => format!("failed: {}", o.reason),
         };
         let opt = |v: Option<usize>| v.map_or("-".into(), |v| v.to_string());
-        println!(
+        writeln!(
+            out,
             "{:w$}  {:>8}  {:>6}  {:>8.2}  {status}",
             o.experiment,
             opt(o.rows),
             opt(o.nlist),
             o.seconds
-        );
+        )?;
     }
-    if let Some(path) = &a.json_out {
-        let json =
-            serde_json::to_vec_pretty(&outcomes).map_err(|e| Error::Invalid(e.to_string()))?;
-        crate::io::write_atomic(path, |w| std::io::Write::write_all(w, &json))?;
-    }
-    if a.common.json {
-        super::print_json(&outcomes)?;
-    }
-    Ok(outcomes.iter().all(|o| !matches!(o.status, Status::Failed)))
+    out.flush()
 }

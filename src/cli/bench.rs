@@ -1,14 +1,21 @@
 use std::path::PathBuf;
 
+use super::{CommonArgs, JsonArgs, QeArgs, VerboseArgs};
 use crate::benchmark::{self, BenchConfig, DataSource, StageSet};
-use crate::compute::{self, DeviceChoice};
 use crate::index::Factory;
-use crate::progress::Progress;
-use crate::qe::QeParams;
 use crate::train::minibatch::Compress;
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
+// bench takes no positional argument, so `--json OUT` needs no equals sign.
+#[command(mut_arg("query_expansion", |a| a.help(
+    "The expand stage's α-query expansion settings (default alpha=3,k=16; --alpha and \
+     --num-expand override its parts)"
+)))]
+#[command(mut_arg("json", |a| a.require_equals(false).help(
+    "Also write the results as JSON to OUT (`--json OUT` or `--json=OUT`; `-` or no value: \
+     stdout, the table then goes to stderr)"
+)))]
 #[command(after_help = "Examples:\n  rvc-index bench --data logs/myvoice\n  \
 rvc-index bench --synthetic 50000,768 --nprobe 1,4,16 --json bench.json\n  \
 rvc-index bench --data feats.npy --factory IVF{auto},Flat --factory Flat --repeat 3\n\n\
@@ -56,9 +63,8 @@ pub struct BenchArgs {
     /// rows); the JSON adds the time extrapolated to all rows.
     #[arg(long, value_name = "N")]
     pub qe_rows: Option<usize>,
-    /// Query expansion parameters.
-    #[arg(long, default_value = "alpha=3,k=16", value_name = "alpha=A,k=K")]
-    pub qe: QeParams,
+    #[command(flatten)]
+    pub qe: QeArgs,
     /// Seed of the row shuffle and of the compression (and of --synthetic without SEED).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -68,16 +74,10 @@ pub struct BenchArgs {
     /// Stages to run (load and compress always run): train,add,search,expand.
     #[arg(long, default_value = "train,add,search,expand")]
     pub stages: String,
-    /// Where the arithmetic runs: `auto` takes a real GPU when there is one,
-    /// else the CPU; `gpu` also accepts software adapters such as lavapipe.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// Also write the results as JSON to OUT (`-` or no value: stdout, the table then goes to stderr).
-    #[arg(long, value_name = "OUT", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<PathBuf>,
-    /// No progress lines.
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 impl BenchArgs {
@@ -96,7 +96,7 @@ impl BenchArgs {
         c.queries = self.queries;
         c.repeat = self.repeat;
         c.qe_rows = self.qe_rows;
-        c.qe = self.qe.clone();
+        c.qe = self.qe.params()?;
         c.seed = self.seed;
         c.compress = self.compress;
         c.stages = StageSet::parse(&self.stages)?;
@@ -106,26 +106,18 @@ impl BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    a.json.check()?;
     let cfg = a.config()?;
-    let progress = Progress::new(a.quiet, false);
-    let backend = compute::select_backend(a.device)?;
+    let progress = a.common.progress(&VerboseArgs::default());
+    // The table names the backend; no status line for it.
+    let backend = crate::compute::select_backend(a.common.device)?;
     let report = benchmark::run(backend.as_ref(), &cfg, &progress)?;
-    let json_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    let table = |out: &mut dyn std::io::Write| {
-        benchmark::print_table(&report, out).map_err(|e| Error::io("<stdout>", e))
-    };
-    if json_stdout {
-        table(&mut std::io::stderr())?;
-        super::print_json(&report)?;
-    } else {
-        table(&mut std::io::stdout())?;
-        if let Some(path) = &a.json {
-            let s =
-                serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
-            crate::io::write_atomic(path, |w| {
-                std::io::Write::write_all(w, format!("{s}\n").as_bytes())
-            })?;
+    let mut out = a.json.text();
+    match benchmark::print_table(&report, &mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(Error::io("<stdout>", e));
         }
+        _ => {}
     }
-    Ok(())
+    a.json.emit(&report)
 }

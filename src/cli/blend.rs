@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use ndarray::ArrayView2;
 
-use super::CommonArgs;
+use super::{CommonArgs, VerboseArgs};
 use crate::faiss;
 use crate::index::{blend, search::search_index};
 use crate::io::features;
@@ -35,7 +35,7 @@ pub struct BlendArgs {
 }
 
 pub fn run(a: &BlendArgs) -> Result<()> {
-    let progress = a.common.progress();
+    let progress = a.common.progress(&VerboseArgs::default());
     let index = faiss::read_index(&a.index)?;
     if index.metric() != Metric::L2 {
         return Err(Error::bad_input(

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
-use super::CommonArgs;
+use super::{CommonArgs, JsonArgs, VerboseArgs};
 use crate::index::Factory;
-use crate::index::build;
+use crate::index::build::{self, BuildParams};
 use crate::io::features;
-use crate::{Metric, Result, faiss, qe};
+use crate::{Metric, Result, qe};
 
 /// `--metric`: what "near" means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +28,7 @@ impl MetricArg {
 
 #[derive(clap::Args, Debug)]
 #[command(
+    mut_arg("verbose", |a| a.help("Also print per-iteration k-means statistics (IVF kinds)")),
     after_help = "Examples:\n  rvc-index build logs/myvoice/total_fea.npy --factory \"IVF{auto},Flat\" -o my.index\n  \
 rvc-index build feats.npy --factory IVF1024,PQ128x4fs,RFlat --metric cosine -o pq.index\n\n\
 Factory strings: Flat | IVF<n>,Flat | IVF<n>,PQ<M>x4fs, optionally followed by ,RFlat \
@@ -47,11 +48,18 @@ pub struct BuildArgs {
     /// nprobe stored in the file (searches use it unless told otherwise).
     #[arg(long, default_value_t = 1)]
     pub nprobe: usize,
+    /// k-means iterations of the coarse quantizer (IVF kinds; faiss: 10).
+    #[arg(long, default_value_t = 10)]
+    pub niter: usize,
     /// Output index file, written whole or not at all.
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -67,11 +75,15 @@ struct Summary {
     /// Seconds per build stage.
     stage_seconds: build::BuildTimes,
     kmeans_iterations: Vec<crate::train::kmeans::IterationStats>,
+    /// Mean squared distance (inner product) of every row to its list
+    /// centroid at the final centroids (0 for Flat).
+    objective_per_row: f64,
     file_bytes: u64,
 }
 
 pub fn run(a: &BuildArgs) -> Result<()> {
-    let progress = a.common.progress();
+    a.json.check()?;
+    let progress = a.common.progress(&a.verbose);
     let t = std::time::Instant::now();
     let mut x = features::load_file_or_dir(&a.input)?;
     if a.metric == MetricArg::Cosine {
@@ -79,19 +91,30 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     let load_seconds = t.elapsed().as_secs_f64();
     let backend = a.common.backend(&progress)?;
+    let params = BuildParams {
+        niter: a.niter,
+        ..BuildParams::new(a.metric.metric(), a.nprobe)
+    };
+    let mut stages = build::BuildTimes::default();
     let t = std::time::Instant::now();
-    let built = build::build(
+    let trained = build::train(
         backend.as_ref(),
         x.view(),
         a.factory,
-        a.metric.metric(),
-        a.nprobe,
+        &params,
         &progress,
+        &mut stages,
     )?;
+    let added = build::add(backend.as_ref(), x.view(), &trained, &progress, &mut stages)?;
+    let objective_per_row = build::per_row(added.objective, x.nrows());
     let build_seconds = t.elapsed().as_secs_f64();
+    // IVF-Flat and Flat stream from the rows; other kinds are filled first
+    // (fill and refine seconds then count as build, not write).
     let t = std::time::Instant::now();
-    faiss::write_index(&a.output, &built.index)?;
-    let write_seconds = t.elapsed().as_secs_f64();
+    build::write_added(&a.output, &trained, added, x.view(), &mut stages)?;
+    let fill = stages.fill + stages.refine;
+    let write_seconds = (t.elapsed().as_secs_f64() - fill).max(0.0);
+    let build_seconds = build_seconds + fill;
     let file_bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     progress.info(&format!(
         "built {} over {} rows × {} in {build_seconds:.2} s -> {} ({file_bytes} bytes)",
@@ -100,20 +123,18 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         x.ncols(),
         a.output.display()
     ));
-    if a.common.json {
-        super::print_json(&Summary {
-            output: a.output.clone(),
-            factory: a.factory.to_string(),
-            n: x.nrows(),
-            d: x.ncols(),
-            backend: backend.info(),
-            load_seconds,
-            build_seconds,
-            write_seconds,
-            stage_seconds: built.stages,
-            kmeans_iterations: built.kmeans,
-            file_bytes,
-        })?;
-    }
-    Ok(())
+    a.json.emit(&Summary {
+        output: a.output.clone(),
+        factory: a.factory.to_string(),
+        n: x.nrows(),
+        d: x.ncols(),
+        backend: backend.info(),
+        load_seconds,
+        build_seconds,
+        write_seconds,
+        stage_seconds: stages,
+        kmeans_iterations: trained.kmeans.map(|k| k.iterations).unwrap_or_default(),
+        objective_per_row,
+        file_bytes,
+    })
 }

@@ -1,12 +1,13 @@
 use std::path::PathBuf;
 
-use super::CommonArgs;
+use super::{CommonArgs, JsonArgs, VerboseArgs};
 use crate::io::features;
 use crate::train::minibatch::{self, FitSummary, MiniBatchParams, RVC_CENTRES};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 #[command(
+    mut_arg("verbose", |a| a.help("Also print the statistics of every mini-batch k-means step")),
     after_help = "Example:\n  rvc-index compress logs/bigvoice/3_feature768 -k 10000 -o centres.npy\n\n\
 What it does (fixed work, no early stop, so the same seed gives the same centres on the same device):\n\
   1. seeding: K random rows, refined by --init-iters exact Lloyd iterations on a pool of \
@@ -61,6 +62,10 @@ pub struct CompressArgs {
     pub no_eval: bool,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -84,7 +89,8 @@ struct Summary {
 }
 
 pub fn run(a: &CompressArgs) -> Result<()> {
-    let progress = a.common.progress();
+    a.json.check()?;
+    let progress = a.common.progress(&a.verbose);
     let t = std::time::Instant::now();
     let files = if a.input.is_dir() {
         features::scan_dir(&a.input)?
@@ -182,26 +188,20 @@ pub fn run(a: &CompressArgs) -> Result<()> {
             v / n as f64
         ))
     ));
-    if a.common.json {
-        super::print_json(&Summary {
-            input: a.input.clone(),
-            output: a.output.clone(),
-            files: files.len(),
-            load_seconds,
-            backend: backend.info(),
-            assign_gflop_per_s: 2.0
-                * r.summary.rows_assigned as f64
-                * a.k as f64
-                * x.ncols() as f64
-                / r.summary.fit_seconds.max(1e-9)
-                / 1e9,
-            fit: r.summary,
-            inertia,
-            inertia_per_row: inertia.map(|v| v / n as f64),
-            eval_seconds,
-            duplicate_centres: duplicates,
-            history: r.history,
-        })?;
-    }
-    Ok(())
+    a.json.emit(&Summary {
+        input: a.input.clone(),
+        output: a.output.clone(),
+        files: files.len(),
+        load_seconds,
+        backend: backend.info(),
+        assign_gflop_per_s: 2.0 * r.summary.rows_assigned as f64 * a.k as f64 * x.ncols() as f64
+            / r.summary.fit_seconds.max(1e-9)
+            / 1e9,
+        fit: r.summary,
+        inertia,
+        inertia_per_row: inertia.map(|v| v / n as f64),
+        eval_seconds,
+        duplicate_centres: duplicates,
+        history: r.history,
+    })
 }

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::CommonArgs;
+use super::{CommonArgs, JsonArgs, QeArgs, VerboseArgs};
 use crate::index::factory::Factory;
 use crate::io::features;
 use crate::qe::{self, QeParams};
@@ -8,6 +8,13 @@ use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 #[command(
+    mut_arg("query_expansion", |a| a.help(
+        "The settings as one value, as `train --query-expansion` takes them (--alpha, \
+         --num-expand, --factory and --nprobe override its parts)"
+    )),
+    mut_arg("verbose", |a| a.help(
+        "Also print per-iteration k-means statistics (of the index --factory builds)"
+    )),
     after_help = "Example:\n  rvc-index expand logs/myvoice/total_fea.npy -o expanded.npy --alpha 3 --num-expand 16\n\n\
 Each row is L2-normalised, its num-expand nearest rows by inner product are found (itself \
 included), and it is replaced by the L2-normalised sum of those rows weighted by \
@@ -25,23 +32,25 @@ pub struct ExpandArgs {
     /// Output .npy (float32), written whole or not at all.
     #[arg(short, long)]
     pub output: PathBuf,
-    #[arg(long, default_value_t = 3.0)]
-    pub alpha: f32,
-    /// Neighbours summed per row, the row itself included.
-    #[arg(long, default_value_t = 16)]
-    pub num_expand: usize,
+    #[command(flatten)]
+    pub qe: QeArgs,
     /// Rows expanded per step.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
     /// Find neighbours with an index of this kind (e.g. "IVF512,PQ128x4fs,RFlat",
-    /// any factory `build` accepts, inner product) instead of exact search.
+    /// any factory `build` accepts, inner product) instead of exact search
+    /// (overrides factory= of --query-expansion).
     #[arg(long)]
     pub factory: Option<Factory>,
-    /// Lists probed per row with --factory (IVF indexes).
-    #[arg(long, default_value_t = qe::DEFAULT_NPROBE, requires = "factory")]
-    pub nprobe: usize,
+    /// Lists probed per row with --factory (IVF indexes; default 16).
+    #[arg(long, requires = "factory")]
+    pub nprobe: Option<usize>,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -58,18 +67,18 @@ struct Summary {
 }
 
 pub fn run(a: &ExpandArgs) -> Result<()> {
-    let progress = a.common.progress();
-    let params = QeParams {
-        alpha: a.alpha,
-        num_expand: a.num_expand,
-        batch_size: a.batch_size,
-        factory: a.factory,
-        nprobe: a.nprobe,
-    };
-    params.check()?;
+    a.json.check()?;
+    let progress = a.common.progress(&a.verbose);
     if a.batch_size == 0 {
         return Err(Error::Invalid("--batch-size must be at least 1".into()));
     }
+    let mut params = a.qe.params()?;
+    params.batch_size = a.batch_size;
+    if let Some(f) = a.factory {
+        params.factory = Some(f);
+        params.nprobe = a.nprobe.unwrap_or(qe::DEFAULT_NPROBE);
+    }
+    params.check()?;
     let t = std::time::Instant::now();
     let x = features::load_matrix(&a.input)?;
     let load_seconds = t.elapsed().as_secs_f64();
@@ -82,7 +91,7 @@ pub fn run(a: &ExpandArgs) -> Result<()> {
     progress.info(&format!(
         "expanded {n} rows × {d} in {:.2} s ({}kNN {:.2} s, weighted sum {:.2} s) -> {}",
         seconds.total,
-        match a.factory {
+        match params.factory {
             Some(f) => format!("{f} build {:.2} s, ", seconds.index_build),
             None => String::new(),
         },
@@ -90,18 +99,15 @@ pub fn run(a: &ExpandArgs) -> Result<()> {
         seconds.weighted_sum,
         a.output.display()
     ));
-    if a.common.json {
-        super::print_json(&Summary {
-            input: a.input.clone(),
-            output: a.output.clone(),
-            n,
-            d,
-            params,
-            backend: backend.info(),
-            seconds,
-            load_seconds,
-            write_seconds,
-        })?;
-    }
-    Ok(())
+    a.json.emit(&Summary {
+        input: a.input.clone(),
+        output: a.output.clone(),
+        n,
+        d,
+        params,
+        backend: backend.info(),
+        seconds,
+        load_seconds,
+        write_seconds,
+    })
 }

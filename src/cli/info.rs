@@ -4,16 +4,20 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::{JsonArgs, print_stdout};
 use crate::Result;
 use crate::faiss::{IndexInfo, read_index};
 
 #[derive(Args, Debug)]
+#[command(mut_arg("json", |a| a.help(
+    "Print a JSON object on stdout instead of the text (`--json`), or write it to the file OUT \
+     (`--json=OUT`) and print the text"
+)))]
 pub struct InfoArgs {
     /// The faiss index file to inspect.
     pub file: PathBuf,
-    /// Print a JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 /// Read `path` and summarise it.
@@ -25,43 +29,22 @@ pub fn inspect(path: &Path) -> Result<IndexInfo> {
     Ok(IndexInfo::new(&index, Some(size)))
 }
 
-fn render(args: &InfoArgs) -> Result<String> {
-    let info = inspect(&args.file)?;
-    if args.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            file: String,
-            #[serde(flatten)]
-            info: &'a IndexInfo,
-        }
-        let out = Out {
-            file: args.file.display().to_string(),
-            info: &info,
-        };
-        let mut s =
-            serde_json::to_string_pretty(&out).map_err(|e| crate::Error::Invalid(e.to_string()))?;
-        s.push('\n');
-        Ok(s)
-    } else {
-        Ok(format!("{:<13}{}\n{info}", "file", args.file.display()))
-    }
+#[derive(serde::Serialize)]
+struct Out<'a> {
+    file: String,
+    #[serde(flatten)]
+    info: &'a IndexInfo,
 }
 
-/// Run the subcommand; prints the result, or one error line, and returns the exit code.
-pub fn run(args: InfoArgs) -> i32 {
-    match render(&args) {
-        Ok(out) => {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`| head`) is not an error worth reporting.
-            let _ = stdout
-                .write_all(out.as_bytes())
-                .and_then(|_| stdout.flush());
-            0
-        }
-        Err(e) => {
-            eprintln!("rvc-index: error: {e}");
-            1
-        }
+/// Run the subcommand: the text on stdout, and/or the JSON where `--json` says.
+pub fn run(args: &InfoArgs) -> Result<()> {
+    args.json.check()?;
+    let info = inspect(&args.file)?;
+    if !args.json.to_stdout() {
+        print_stdout(&format!("{:<13}{}\n{info}", "file", args.file.display()))?;
     }
+    args.json.emit(&Out {
+        file: args.file.display().to_string(),
+        info: &info,
+    })
 }

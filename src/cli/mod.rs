@@ -1,5 +1,6 @@
 //! Command-line front end: one module per subcommand.
 
+pub mod args;
 pub mod batch;
 pub mod bench;
 pub mod blend;
@@ -12,9 +13,7 @@ pub mod train;
 
 use clap::{Parser, Subcommand};
 
-use crate::compute::{self, Backend, DeviceChoice};
-use crate::progress::Progress;
-use crate::{Error, Result};
+pub use args::{CommonArgs, JsonArgs, QeArgs, VerboseArgs, print_stdout};
 
 #[derive(Parser)]
 #[command(
@@ -28,46 +27,6 @@ and writes the same files, loadable by faiss.read_index."
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Flags every subcommand that computes takes.
-#[derive(clap::Args, Clone, Debug)]
-pub struct CommonArgs {
-    /// Where the arithmetic runs: `auto` takes a real GPU when there is one
-    /// (Vulkan, Metal, DX12), else the CPU; `gpu` also accepts software
-    /// adapters such as lavapipe (slow, for testing).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// Print a machine-readable JSON summary on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bars or status lines (warnings and errors still print).
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Also print per-iteration k-means statistics.
-    #[arg(short, long)]
-    pub verbose: bool,
-}
-
-impl CommonArgs {
-    pub fn progress(&self) -> Progress {
-        Progress::new(self.quiet, self.verbose)
-    }
-
-    /// Open the backend and say which one was chosen.
-    pub fn backend(&self, progress: &Progress) -> Result<Box<dyn Backend>> {
-        let b = compute::select_backend(self.device)?;
-        let info = b.info();
-        if info.kind == "gpu" {
-            progress.info(&format!(
-                "device: gpu ({}, {}, {})",
-                info.name, info.device_type, info.api
-            ));
-        } else {
-            progress.info(&format!("device: cpu ({})", info.name));
-        }
-        Ok(b)
-    }
 }
 
 #[derive(Subcommand)]
@@ -98,30 +57,24 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Print a JSON value on stdout.
-pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
-    println!("{s}");
-    Ok(())
-}
-
-/// Parse the command line, run it, and return the process exit code.
+/// Parse the command line, run it, and return the process exit code: 0 on
+/// success, 1 after one `rvc-index: error: …` line on stderr (clap's own
+/// usage errors exit with 2).
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Train(a) => train::run(&a).map(|()| true),
+        Command::Train(a) => train::run(&a),
         Command::Batch(a) => batch::run(&a),
-        Command::Expand(a) => expand::run(&a).map(|()| true),
-        Command::Info(a) => return info::run(a),
-        Command::Build(a) => build::run(&a).map(|()| true),
-        Command::Search(a) => search::run(&a).map(|()| true),
-        Command::Blend(a) => blend::run(&a).map(|()| true),
-        Command::Compress(a) => compress::run(&a).map(|()| true),
-        Command::Bench(a) => bench::run(&a).map(|()| true),
+        Command::Expand(a) => expand::run(&a),
+        Command::Info(a) => info::run(&a),
+        Command::Build(a) => build::run(&a),
+        Command::Search(a) => search::run(&a),
+        Command::Blend(a) => blend::run(&a),
+        Command::Compress(a) => compress::run(&a),
+        Command::Bench(a) => bench::run(&a),
     };
     match r {
-        Ok(true) => 0,
-        Ok(false) => 1,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("rvc-index: error: {e}");
             1

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use super::CommonArgs;
+use super::{CommonArgs, JsonArgs, QeArgs, VerboseArgs};
 use crate::faiss::{self, Index};
 use crate::index::search::{StageTimes, search_index_timed};
 use crate::io::features;
@@ -8,6 +8,16 @@ use crate::{Error, Result, qe};
 
 #[derive(clap::Args, Debug)]
 #[command(
+    mut_arg("query_expansion", |a| a.help(
+        "Expand every query first, as `train --query-expansion` expanded the indexed rows: the \
+         normalised, similarity^alpha-weighted sum of its k nearest stored vectors (exact \
+         inner-product search over the index's own vectors, or with `factory=F,nprobe=N` an \
+         index of kind F built over them). Without a value: alpha=3,k=16"
+    )),
+    mut_arg("verbose", |a| a.help(
+        "Also print per-iteration k-means statistics (of the index a query expansion with \
+         factory= builds)"
+    )),
     after_help = "Example:\n  rvc-index search my.index queries.npy -k 8 --nprobe 4 -o result\n\n\
 Writes result_distances.npy (float32, n×k: squared L2 distances ascending, or inner products \
 descending) and result_ids.npy (int64, n×k). Where fewer than k vectors are found the id is -1 \
@@ -28,18 +38,17 @@ pub struct SearchArgs {
     /// Normalise the queries to unit length first (for indexes built with --metric cosine).
     #[arg(long)]
     pub normalize_queries: bool,
-    /// Expand every query first, as `train --query-expansion` expanded the
-    /// indexed rows: the normalised, similarity^alpha-weighted sum of its k
-    /// nearest stored vectors (exact inner-product search over the index's
-    /// own vectors, or with `factory=F,nprobe=N` an index of kind F built over
-    /// them). Optional value `alpha=3,k=16`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K[,factory=F,nprobe=N]")]
-    pub query_expansion: Option<qe::QeParams>,
+    #[command(flatten)]
+    pub qe: QeArgs,
     /// Output prefix: <prefix>_distances.npy and <prefix>_ids.npy.
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 /// `<prefix>_<what>.npy` beside the prefix.
@@ -81,7 +90,9 @@ struct Summary {
 }
 
 pub fn run(a: &SearchArgs) -> Result<()> {
-    let progress = a.common.progress();
+    a.json.check()?;
+    let progress = a.common.progress(&a.verbose);
+    let qe_params = a.qe.given()?;
     if a.k == 0 {
         return Err(Error::Invalid("-k must be at least 1".into()));
     }
@@ -98,7 +109,7 @@ pub fn run(a: &SearchArgs) -> Result<()> {
     let load_seconds = t.elapsed().as_secs_f64();
     let backend = a.common.backend(&progress)?;
     let t = std::time::Instant::now();
-    if let Some(p) = &a.query_expansion {
+    if let Some(p) = &qe_params {
         if q.ncols() != index.d() {
             return Err(Error::bad_input(
                 &a.queries,
@@ -136,16 +147,13 @@ pub fn run(a: &SearchArgs) -> Result<()> {
         q.nrows(),
         q.nrows() as f64 / search_seconds.max(1e-9)
     ));
-    if a.common.json {
-        super::print_json(&Summary {
-            queries: q.nrows(),
-            k: a.k,
-            load_seconds,
-            search_seconds,
-            queries_per_second: q.nrows() as f64 / search_seconds.max(1e-9),
-            stage_seconds,
-            backend: backend.info(),
-        })?;
-    }
-    Ok(())
+    a.json.emit(&Summary {
+        queries: q.nrows(),
+        k: a.k,
+        load_seconds,
+        search_seconds,
+        queries_per_second: q.nrows() as f64 / search_seconds.max(1e-9),
+        stage_seconds,
+        backend: backend.info(),
+    })
 }

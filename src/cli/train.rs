@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::CommonArgs;
+use super::{CommonArgs, JsonArgs, QeArgs, VerboseArgs};
 use crate::Result;
 use crate::io::experiment::{Experiment, Version};
 use crate::train::minibatch::Compress;
@@ -26,10 +26,21 @@ pub struct TrainArgs {
     pub settings: SettingsArgs,
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub verbose: VerboseArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
 }
 
 /// Index settings shared by `train` and `batch`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(mut_arg("query_expansion", |a| a.help(
+    "Index the α-query expansion of the rows instead of the rows: each row becomes the \
+     normalised, similarity^alpha-weighted sum of its k nearest rows by inner product (itself \
+     included). Neighbours are exact unless `factory=` names an index to build over the rows \
+     and search instead, e.g. `alpha=3,k=16,factory=IVF512,PQ128x4fs,RFlat,nprobe=16` (nprobe \
+     default 16). Without a value: alpha=3,k=16; --alpha and --num-expand also turn it on"
+)))]
 pub struct SettingsArgs {
     /// Seed of the row shuffle; the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]
@@ -40,18 +51,10 @@ pub struct SettingsArgs {
     /// Stored nprobe: a number, or `auto` = int(nlist^0.3) as early RVC versions stored.
     #[arg(long, default_value = "1", value_parser = parse_nprobe)]
     pub nprobe: Nprobe,
-    /// k-means iterations (faiss trains IVF quantizers with 10).
+    /// k-means iterations of the coarse quantizer, for every IVF kind (faiss
+    /// trains IVF quantizers with 10).
     #[arg(long, default_value_t = 10)]
     pub niter: usize,
-    /// Index the α-query expansion of the rows instead of the rows: each row
-    /// becomes the normalised, similarity^alpha-weighted sum of its k nearest
-    /// rows by inner product (itself included). Optional value `alpha=3,k=16`.
-    /// Neighbours are exact unless `factory=` names an index to build over
-    /// the rows and search instead, e.g.
-    /// `alpha=3,k=16,factory=IVF512,PQ128x4fs,RFlat,nprobe=16` (nprobe
-    /// default 16).
-    #[arg(long, num_args = 0..=1, default_missing_value = "alpha=3,k=16", value_name = "alpha=A,k=K[,factory=F,nprobe=N]")]
-    pub query_expansion: Option<crate::qe::QeParams>,
     /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
     #[arg(long)]
@@ -63,20 +66,22 @@ pub struct SettingsArgs {
     /// shuffle seed also seeds the compression; see `rvc-index compress --help`.
     #[arg(long, default_value = "auto", value_parser = Compress::parse)]
     pub compress: Compress,
+    #[command(flatten)]
+    pub qe: QeArgs,
 }
 
 impl SettingsArgs {
-    pub fn options(&self) -> TrainOptions {
-        TrainOptions {
+    pub fn options(&self) -> Result<TrainOptions> {
+        Ok(TrainOptions {
             seed: self.seed,
             nlist: self.nlist,
             nprobe: self.nprobe,
             niter: self.niter,
-            query_expansion: self.query_expansion.clone(),
+            query_expansion: self.qe.given()?,
             factory: self.factory,
             compress: self.compress,
             ..TrainOptions::default()
-        }
+        })
     }
 }
 
@@ -91,10 +96,11 @@ fn parse_nprobe(s: &str) -> std::result::Result<Nprobe, String> {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let progress = a.common.progress();
+    a.json.check()?;
+    let progress = a.common.progress(&a.verbose);
+    let opts = a.settings.options()?;
     let exp = Experiment::open(&a.experiment, a.version, a.feature_dir.as_deref())?;
     let backend = a.common.backend(&progress)?;
-    let opts = a.settings.options();
     let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;
     progress.info(&format!(
         "wrote {}\n      {}\n      {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
@@ -109,8 +115,5 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         s.seconds.add,
         s.seconds.write_index + s.seconds.write_total_fea
     ));
-    if a.common.json {
-        super::print_json(&s)?;
-    }
-    Ok(())
+    a.json.emit(&s)
 }

@@ -19,7 +19,7 @@ impl Nlist {
     pub fn resolve(self, n: usize) -> usize {
         match self {
             Nlist::Fixed(k) => k,
-            Nlist::Auto => crate::train::rvc::rvc_nlist(n),
+            Nlist::Auto => super::ivf::rvc_nlist(n),
         }
     }
 }

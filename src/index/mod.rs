@@ -3,6 +3,7 @@
 pub mod blend;
 pub mod build;
 pub mod factory;
+pub mod ivf;
 pub mod pq;
 pub mod scan;
 pub mod search;

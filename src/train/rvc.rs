@@ -4,25 +4,26 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::Array2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use super::kmeans::{self, IterationStats, KmeansParams};
+use super::kmeans::IterationStats;
 use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
-use crate::index::factory::{Codec, Factory, Nlist};
+use crate::index::build::{self, BuildParams, BuildTimes};
+use crate::index::factory::{Factory, Nlist};
 use crate::io::experiment::{Experiment, Version};
 use crate::io::features;
 use crate::progress::Progress;
-use crate::{Error, Metric, Result, faiss};
+use crate::{Error, Metric, Result};
+
+/// RVC's list count (kept here for callers of the RVC pipeline).
+pub use crate::index::ivf::rvc_nlist;
 
 /// Above this many rows RVC first compresses the features to 10 000
 /// mini-batch k-means centres.
 pub const RVC_COMPRESS_ABOVE: usize = 200_000;
-
-/// Rows assigned per call when adding, so progress moves and GPU buffers stay bounded.
-const ADD_CHUNK: usize = 65_536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,31 +67,18 @@ impl Default for TrainOptions {
     }
 }
 
-/// RVC's own kind, written by the streaming IVF-Flat path.
-fn is_rvc_kind(f: &Factory) -> bool {
-    matches!(
-        f,
-        Factory::Ivf {
-            codec: Codec::Flat,
-            refine: false,
-            ..
-        }
-    )
-}
-
-/// RVC's list count: `min(int(16·√N), N // 39)`, at least 1.
-pub fn rvc_nlist(n: usize) -> usize {
-    let a = (16.0 * (n as f64).sqrt()) as usize;
-    a.min(n / 39).max(1)
-}
-
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StageSeconds {
+    /// Reading and shuffling the feature files.
     pub load: f64,
     pub query_expansion: f64,
     pub write_total_fea: f64,
+    /// faiss's `train`: the coarse k-means (and the PQ codebooks for PQ kinds).
     pub kmeans: f64,
+    /// faiss's `add`: assigning the rows to their lists (PQ kinds: encoding
+    /// and packing them, the refine copy).
     pub add: f64,
+    /// Writing the trained and added files.
     pub write_index: f64,
     pub total: f64,
 }
@@ -103,13 +91,18 @@ pub struct TrainSummary {
     pub files: usize,
     pub n: usize,
     pub d: usize,
+    /// The index kind, list count fixed (`IVF<n>,Flat` for RVC's kind).
+    pub factory: String,
     pub nlist: usize,
     pub nprobe: usize,
     pub seed: u64,
     pub backend: BackendInfo,
     pub seconds: StageSeconds,
+    /// Seconds per build stage, as `build --json` reports them.
+    pub stage_seconds: BuildTimes,
     pub kmeans_iterations: Vec<IterationStats>,
-    /// Mean distance of every row to its list centroid after training.
+    /// Mean squared L2 distance of every indexed row to the centroid of its
+    /// list, at the final centroids (0 for `Flat`).
     pub objective_per_row: f64,
     pub total_fea: PathBuf,
     pub trained_index: PathBuf,
@@ -126,43 +119,6 @@ pub fn shuffle_permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     perm.shuffle(&mut rng);
     perm
-}
-
-/// Ids of each list, ascending, as faiss `add` leaves them.
-pub fn build_lists(labels: &[u32], nlist: usize) -> Vec<Vec<i64>> {
-    let mut sizes = vec![0usize; nlist];
-    for &l in labels {
-        sizes[l as usize] += 1;
-    }
-    let mut lists: Vec<Vec<i64>> = sizes.iter().map(|&s| Vec::with_capacity(s)).collect();
-    for (i, &l) in labels.iter().enumerate() {
-        lists[l as usize].push(i as i64);
-    }
-    lists
-}
-
-/// Assign every row to its nearest centroid, in chunks with progress.
-pub fn assign_all(
-    backend: &dyn Backend,
-    x: ArrayView2<f32>,
-    centroids: ArrayView2<f32>,
-    metric: Metric,
-    progress: &Progress,
-) -> Result<(Vec<u32>, f64)> {
-    let bar = progress.bar(x.nrows() as u64, "add");
-    let mut labels = Vec::with_capacity(x.nrows());
-    let mut total = 0f64;
-    let mut lo = 0;
-    while lo < x.nrows() {
-        let hi = (lo + ADD_CHUNK).min(x.nrows());
-        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, metric)?;
-        total += a.distances.iter().map(|&v| v as f64).sum::<f64>();
-        labels.extend_from_slice(&a.labels);
-        bar.inc((hi - lo) as u64);
-        lo = hi;
-    }
-    bar.finish_and_clear();
-    Ok((labels, total))
 }
 
 /// An experiment's features, checked, loaded and shuffled: everything that
@@ -334,95 +290,40 @@ pub fn build(
     secs.write_total_fea = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-total-fea");
 
-    if let Some(f) = opts.factory.filter(|f| !is_rvc_kind(f)) {
-        let f = f.with_nlist(nlist);
-        let t = Instant::now();
-        let built = crate::index::build::build(backend, x.view(), f, Metric::L2, nprobe, progress)?;
-        secs.kmeans = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let trained = exp.index_path_for("trained", &f.file_stem(nlist), nprobe);
-        faiss::write_index(
-            &trained,
-            &crate::index::build::without_vectors(&built.index),
-        )?;
-        crate::testing::pause_point("after-trained");
-        let added = exp.index_path_for("added", &f.file_stem(nlist), nprobe);
-        faiss::write_index(&added, &built.index)?;
-        secs.write_index = t.elapsed().as_secs_f64();
-        secs.total = load_seconds + t_start.elapsed().as_secs_f64();
-        let objective = built.kmeans.last().map_or(0.0, |s| s.objective);
-        return Ok(TrainSummary {
-            experiment: exp.name.clone(),
-            version: exp.version,
-            feature_dir: exp.feature_dir.clone(),
-            files,
-            n: n_raw,
-            d,
-            nlist,
-            nprobe,
-            seed: opts.seed,
-            backend: backend.info(),
-            seconds: secs,
-            kmeans_iterations: built.kmeans,
-            objective_per_row: objective / n as f64,
-            total_fea,
-            trained_index: trained,
-            added_index: added,
-            indexed_rows: n,
-            compression,
-        });
-    }
-
+    // faiss's train, the trained file, faiss's add, the added file: the one
+    // build path, its stages run one by one so that the trained file is
+    // written before the rows are added (as RVC writes it).
+    let factory = opts.factory.unwrap_or_else(Factory::rvc).with_nlist(nlist);
+    let params = BuildParams {
+        niter: opts.niter,
+        kmeans_seed: opts.kmeans_seed,
+        ..BuildParams::new(Metric::L2, nprobe)
+    };
+    let mut stages = BuildTimes::default();
     let t = Instant::now();
-    let mut params = KmeansParams::ivf(nlist, Metric::L2);
-    params.seed = opts.kmeans_seed;
-    params.niter = opts.niter;
-    let bar = progress.bar(params.niter as u64, "k-means");
-    let km = kmeans::train(backend, x.view(), &params, |s| {
-        bar.set_message(format!("objective {:.6e}", s.objective));
-        bar.inc(1);
-        progress.verbose(&format!(
-            "iteration {} ({:.2} s): objective={:.6e} imbalance={:.3} nsplit={} rows searched={}",
-            s.iteration, s.seconds, s.objective, s.imbalance, s.nsplit, s.recomputed
-        ));
-    })?;
-    bar.finish_and_clear();
+    let trained = build::train(backend, x.view(), factory, &params, progress, &mut stages)?;
     secs.kmeans = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let trained = exp.index_path("trained", nlist, nprobe);
-    let empty: Vec<Vec<i64>> = vec![Vec::new(); nlist];
-    crate::io::write_atomic(&trained, |w| {
-        faiss::write_ivf_flat(w, km.centroids.view(), Metric::L2, nprobe, None, &empty)
-    })?;
+    let stem = factory.file_stem(nlist);
+    let trained_index = exp.index_path_for("trained", &stem, nprobe);
+    build::write_trained(&trained_index, &trained)?;
     let mut write_secs = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-trained");
 
     let t = Instant::now();
-    let (labels, total) = match km.final_assignment {
-        Some(a) => {
-            let total = a.distances.iter().map(|&v| v as f64).sum();
-            (a.labels, total)
-        }
-        None => assign_all(backend, x.view(), km.centroids.view(), Metric::L2, progress)?,
-    };
-    let lists = build_lists(&labels, nlist);
-    drop(labels);
+    let added = build::add(backend, x.view(), &trained, progress, &mut stages)?;
+    let objective = added.objective;
     secs.add = t.elapsed().as_secs_f64();
 
+    // IVF-Flat is streamed from the rows; other kinds are filled first,
+    // and that part of the write counts as add.
     let t = Instant::now();
-    let added = exp.index_path("added", nlist, nprobe);
-    crate::io::write_atomic(&added, |w| {
-        faiss::write_ivf_flat(
-            w,
-            km.centroids.view(),
-            Metric::L2,
-            nprobe,
-            Some(x.view()),
-            &lists,
-        )
-    })?;
-    write_secs += t.elapsed().as_secs_f64();
+    let added_index = exp.index_path_for("added", &stem, nprobe);
+    build::write_added(&added_index, &trained, added, x.view(), &mut stages)?;
+    let fill = stages.fill + stages.refine;
+    secs.add += fill;
+    write_secs += (t.elapsed().as_secs_f64() - fill).max(0.0);
     secs.write_index = write_secs;
     secs.total = load_seconds + t_start.elapsed().as_secs_f64();
 
@@ -433,16 +334,18 @@ pub fn build(
         files,
         n: n_raw,
         d,
+        factory: factory.to_string(),
         nlist,
         nprobe,
         seed: opts.seed,
         backend: backend.info(),
         seconds: secs,
-        kmeans_iterations: km.iterations,
-        objective_per_row: total / n as f64,
+        stage_seconds: stages,
+        kmeans_iterations: trained.kmeans.map(|k| k.iterations).unwrap_or_default(),
+        objective_per_row: build::per_row(objective, n),
         total_fea,
-        trained_index: trained,
-        added_index: added,
+        trained_index,
+        added_index,
         indexed_rows: n,
         compression,
     })
