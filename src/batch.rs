@@ -1,153 +1,22 @@
 //! Re-index many experiments (`logs/*/`), skipping those whose index is up
 //! to date, resumable after a crash.
 //!
-//! Each built experiment gets a manifest, `.rvc-index-manifest.json`, beside
-//! its index: the settings, a fingerprint of every feature file (name, size,
-//! modification time, BLAKE3 of the content) and the outputs with their
-//! sizes. It is removed before a rebuild starts and written only after every
-//! output is in place, so an interrupted build is never taken as up to date.
+//! `train` commits a manifest (`train::manifest`) with every experiment's
+//! outputs: the settings and fingerprints of the feature files and of the
+//! outputs. An experiment is up to date when its manifest matches the
+//! settings, the features and the outputs on disk. Each experiment is built
+//! under its lock, so two runs over one `logs/` folder never interleave.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::compute::Backend;
 use crate::io::experiment::{Experiment, Version};
 use crate::progress::Progress;
+use crate::train::manifest::{read_manifest, stale_reason};
 use crate::train::rvc::{self, TrainOptions, TrainSummary};
 use crate::{Error, Result};
-
-pub const MANIFEST: &str = ".rvc-index-manifest.json";
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct InputFile {
-    pub name: String,
-    pub size: u64,
-    pub mtime_ns: u128,
-    pub blake3: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OutputFile {
-    pub name: String,
-    pub size: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub tool: String,
-    pub settings: TrainOptions,
-    pub version: Version,
-    pub feature_dir: String,
-    pub inputs: Vec<InputFile>,
-    pub outputs: Vec<OutputFile>,
-    pub rows: usize,
-    pub nlist: usize,
-}
-
-fn tool_id() -> String {
-    format!("rvc-index {}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Feature files as (name, size, mtime) without hashing, in sorted order.
-fn stat_inputs(feature_dir: &Path) -> Result<Vec<(String, PathBuf, u64, u128)>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(feature_dir).map_err(|e| Error::io(feature_dir, e))? {
-        let e = e.map_err(|e| Error::io(feature_dir, e))?;
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "npy") || !p.is_file() {
-            continue;
-        }
-        let m = e.metadata().map_err(|e| Error::io(&p, e))?;
-        let mtime = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        v.push((
-            e.file_name().to_string_lossy().into_owned(),
-            p,
-            m.len(),
-            mtime,
-        ));
-    }
-    v.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    Ok(v)
-}
-
-fn hash_file(path: &Path) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    h.update_reader(f).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().to_hex().to_string())
-}
-
-/// Fingerprint every feature file, content hash included.
-pub fn fingerprint_inputs(feature_dir: &Path) -> Result<Vec<InputFile>> {
-    stat_inputs(feature_dir)?
-        .into_iter()
-        .map(|(name, path, size, mtime_ns)| {
-            Ok(InputFile {
-                name,
-                size,
-                mtime_ns,
-                blake3: hash_file(&path)?,
-            })
-        })
-        .collect()
-}
-
-pub fn read_manifest(exp_dir: &Path) -> Option<Manifest> {
-    let bytes = std::fs::read(exp_dir.join(MANIFEST)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn write_manifest(exp_dir: &Path, m: &Manifest) -> Result<()> {
-    let path = exp_dir.join(MANIFEST);
-    let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::io::write_atomic(&path, |w| std::io::Write::write_all(w, &json))
-}
-
-/// Why an experiment must be (re)built, or `None` when its index is up to date.
-/// A feature file whose size and time are unchanged is trusted; one whose
-/// time changed is re-hashed, and an unchanged hash still counts as current.
-pub fn stale_reason(exp: &Experiment, settings: &TrainOptions) -> Result<Option<String>> {
-    let Some(m) = read_manifest(&exp.dir) else {
-        return Ok(Some("not built yet".into()));
-    };
-    if m.tool != tool_id() {
-        return Ok(Some(format!("built by {}", m.tool)));
-    }
-    if &m.settings != settings {
-        return Ok(Some("settings changed".into()));
-    }
-    let fd = exp
-        .feature_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    if m.version != exp.version || Some(&m.feature_dir) != fd.as_ref() {
-        return Ok(Some("feature folder changed".into()));
-    }
-    let now = stat_inputs(&exp.feature_dir)?;
-    if now.len() != m.inputs.len() || now.iter().zip(&m.inputs).any(|(a, b)| a.0 != b.name) {
-        return Ok(Some("feature files added or removed".into()));
-    }
-    for ((name, path, size, mtime), old) in now.iter().zip(&m.inputs) {
-        if *size != old.size {
-            return Ok(Some(format!("{name} changed")));
-        }
-        if *mtime != old.mtime_ns && hash_file(path)? != old.blake3 {
-            return Ok(Some(format!("{name} changed")));
-        }
-    }
-    for o in &m.outputs {
-        match std::fs::metadata(exp.dir.join(&o.name)) {
-            Ok(md) if md.len() == o.size => {}
-            _ => return Ok(Some(format!("{} missing or modified", o.name))),
-        }
-    }
-    Ok(None)
-}
 
 /// Experiment folders directly under `root` that hold features, by name.
 pub fn discover(root: &Path) -> Result<Vec<PathBuf>> {
@@ -304,9 +173,7 @@ pub fn run(
         s.spawn(move || {
             for exp in jobs {
                 let t = Instant::now();
-                let prepared = fingerprint_inputs(&exp.feature_dir).and_then(|fp| {
-                    rvc::prepare(&exp, settings, &Progress::hidden()).map(|p| (fp, p))
-                });
+                let prepared = rvc::prepare(&exp, settings, &Progress::hidden());
                 if tx.send((prepared, t.elapsed().as_secs_f64())).is_err() {
                     break;
                 }
@@ -320,15 +187,23 @@ pub fn run(
                 exp.name
             ));
             let t = Instant::now();
-            let r = prepared.and_then(|(fp, p)| build_one(backend, exp, fp, p, settings, progress));
+            let r =
+                prepared.and_then(|p| build_one(backend, exp, p, settings, opts.force, progress));
             let o = &mut outcomes[*slot];
             o.seconds = load_s + t.elapsed().as_secs_f64();
             match r {
-                Ok(sum) => {
+                Ok(Some(sum)) => {
                     o.status = Status::Built;
                     o.reason = reason.clone();
                     o.rows = Some(sum.n);
                     o.nlist = Some(sum.nlist);
+                }
+                Ok(None) => {
+                    let m = read_manifest(&exp.dir);
+                    o.status = Status::UpToDate;
+                    o.reason = "built meanwhile by another run".into();
+                    o.rows = m.as_ref().map(|m| m.rows);
+                    o.nlist = m.as_ref().map(|m| m.nlist);
                 }
                 Err(e) => {
                     progress.warn(&format!("{}: {e}", exp.name));
@@ -340,69 +215,19 @@ pub fn run(
     Ok(outcomes)
 }
 
+/// Build one experiment under its lock. Another run may have built it while
+/// this one waited for the lock: then it is up to date and left alone.
 fn build_one(
     backend: &dyn Backend,
     exp: &Experiment,
-    inputs: Vec<InputFile>,
     p: rvc::Prepared,
     settings: &TrainOptions,
+    force: bool,
     progress: &Progress,
-) -> Result<TrainSummary> {
-    let old = read_manifest(&exp.dir);
-    let mpath = exp.dir.join(MANIFEST);
-    if mpath.exists() {
-        std::fs::remove_file(&mpath).map_err(|e| Error::io(&mpath, e))?;
+) -> Result<Option<TrainSummary>> {
+    let lock = rvc::lock_experiment(exp, progress)?;
+    if !force && stale_reason(exp, settings)?.is_none() {
+        return Ok(None);
     }
-    remove_leftover_temps(&exp.dir);
-    let sum = rvc::build(backend, p, settings, progress)?;
-    let mut outputs = Vec::new();
-    for path in [&sum.total_fea, &sum.trained_index, &sum.added_index] {
-        let size = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        outputs.push(OutputFile {
-            name: name_of(path),
-            size,
-        });
-    }
-    // Outputs of the previous settings (another nlist gives other names) go,
-    // so no stale index stays beside the new one.
-    for o in old.iter().flat_map(|m| &m.outputs) {
-        if !outputs.iter().any(|n| n.name == o.name) {
-            let _ = std::fs::remove_file(exp.dir.join(&o.name));
-        }
-    }
-    crate::testing::pause_point("before-manifest");
-    write_manifest(
-        &exp.dir,
-        &Manifest {
-            tool: tool_id(),
-            settings: settings.clone(),
-            version: exp.version,
-            feature_dir: name_of(&exp.feature_dir),
-            inputs,
-            outputs,
-            rows: sum.n,
-            nlist: sum.nlist,
-        },
-    )?;
-    Ok(sum)
-}
-
-/// Temporary files of a killed earlier run (`write_atomic` names them
-/// `.<output name>.<random>.tmp`); a clean exit never leaves any.
-fn remove_leftover_temps(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with(".total_fea.npy.")
-            || name.starts_with(".trained_IVF")
-            || name.starts_with(".added_IVF")
-            || name.starts_with(&format!("{MANIFEST}."));
-        if ours && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    rvc::build(backend, p, settings, progress, &lock).map(Some)
 }

@@ -60,7 +60,15 @@ fn written_files_equal_the_filled_index() {
         let params = BuildParams::new(metric, 3);
         let path = dir.path().join("a.index");
         let (trained, added, mut t) = stages(&x, factory, &params);
-        build::write_added(&path, &trained, added, x.view(), &mut t).unwrap();
+        build::write_added(
+            &mut rvc_index::io::Target::Direct,
+            &path,
+            &trained,
+            added,
+            x.view(),
+            &mut t,
+        )
+        .unwrap();
         let written = std::fs::read(&path).unwrap();
 
         // The same stages laid out in memory, written by the general writer.
@@ -90,7 +98,7 @@ fn written_files_equal_the_filled_index() {
         }
 
         // The trained file: the same trained parts, no vectors.
-        build::write_trained(&path, &trained).unwrap();
+        build::write_trained(&mut rvc_index::io::Target::Direct, &path, &trained).unwrap();
         let t = faiss::read_index(&path).unwrap();
         assert_eq!(t.ntotal(), 0, "{factory}");
         assert!(t.is_trained());

@@ -111,7 +111,14 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     // IVF-Flat and Flat stream from the rows; other kinds are filled first
     // (fill and refine seconds then count as build, not write).
     let t = std::time::Instant::now();
-    build::write_added(&a.output, &trained, added, x.view(), &mut stages)?;
+    build::write_added(
+        &mut crate::io::Target::Direct,
+        &a.output,
+        &trained,
+        added,
+        x.view(),
+        &mut stages,
+    )?;
     let fill = stages.fill + stages.refine;
     let write_seconds = (t.elapsed().as_secs_f64() - fill).max(0.0);
     let build_seconds = build_seconds + fill;

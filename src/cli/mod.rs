@@ -62,6 +62,7 @@ pub enum Command {
 /// usage errors exit with 2).
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    crate::io::signals::install();
     let r = match cli.command {
         Command::Train(a) => train::run(&a),
         Command::Batch(a) => batch::run(&a),

@@ -6,7 +6,7 @@ use std::path::Path;
 use ndarray::ArrayView2;
 
 use super::model::{DirectMap, Flat, Index, Ivf, SizeTable, flat_fourcc};
-use crate::io::write_atomic;
+use crate::io::Target;
 use crate::{Error, Metric, Result};
 
 const DUMMY: i64 = 1 << 20;
@@ -254,7 +254,11 @@ pub fn index_to_bytes(index: &Index) -> Result<Vec<u8>> {
 
 /// Write `index` to `path` atomically (temporary file, then rename).
 pub fn write_index(path: impl AsRef<Path>, index: &Index) -> Result<()> {
-    let path = path.as_ref();
+    write_index_into(&mut Target::Direct, path.as_ref(), index)
+}
+
+/// Write `index` to `path` through `target` (on its own, or staged in a set).
+pub fn write_index_into(target: &mut Target, path: &Path, index: &Index) -> Result<()> {
     index.validate()?;
-    write_atomic(path, |w| put_index(w, index))
+    target.write(path, |w| put_index(w, index))
 }

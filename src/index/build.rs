@@ -31,6 +31,7 @@ use crate::faiss::{
     self, BlockList, DirectMap, Flat, FlatList, Index, Ivf, IvfFlat, IvfPqFs, ProductQuantizer,
     RefineFlat, SizeTable, fastscan,
 };
+use crate::io::Target;
 use crate::progress::Progress;
 use crate::train::kmeans::{self, IterationStats, KmeansParams, KmeansResult};
 use crate::{Error, Metric, Result};
@@ -433,14 +434,15 @@ pub fn fill(trained: &Trained, added: Added, x: ArrayView2<f32>, times: &mut Bui
 }
 
 /// Write the trained index (no vectors) to `path`, atomically.
-pub fn write_trained(path: &Path, trained: &Trained) -> Result<()> {
-    faiss::write_index(path, &trained.empty_index())
+pub fn write_trained(target: &mut Target, path: &Path, trained: &Trained) -> Result<()> {
+    faiss::write::write_index_into(target, path, &trained.empty_index())
 }
 
 /// Write the filled index to `path`, atomically. IVF-Flat and Flat files are
 /// streamed from `x` and the lists without copying the rows; the other
 /// kinds are laid out with [`fill`] first (its seconds go to `times`).
 pub fn write_added(
+    target: &mut Target,
     path: &Path,
     trained: &Trained,
     added: Added,
@@ -448,10 +450,10 @@ pub fn write_added(
     times: &mut BuildTimes,
 ) -> Result<()> {
     if !trained.streams() {
-        return faiss::write_index(path, &fill(trained, added, x, times));
+        return faiss::write::write_index_into(target, path, &fill(trained, added, x, times));
     }
     match &trained.kmeans {
-        Some(km) => crate::io::write_atomic(path, |w| {
+        Some(km) => target.write(path, |w| {
             faiss::write_ivf_flat(
                 w,
                 km.centroids.view(),
@@ -461,7 +463,7 @@ pub fn write_added(
                 &added.lists,
             )
         }),
-        None => crate::io::write_atomic(path, |w| faiss::write::write_flat(w, x, trained.metric)),
+        None => target.write(path, |w| faiss::write::write_flat(w, x, trained.metric)),
     }
 }
 

@@ -14,5 +14,5 @@ pub fn write_atomic(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    super::outputs::write_temp(path, fill)?.persist_alone(path)
+    super::Target::Direct.write(path, fill)
 }

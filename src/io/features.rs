@@ -309,8 +309,17 @@ pub fn write_any_npy_atomic<T: ndarray_npy::WritableElement>(
     path: &Path,
     x: ndarray::ArrayView2<T>,
 ) -> Result<()> {
+    write_npy_into(&mut super::Target::Direct, path, x)
+}
+
+/// Write an array as `.npy` through `target` (on its own, or staged in a set).
+pub fn write_npy_into<T: ndarray_npy::WritableElement>(
+    target: &mut super::Target,
+    path: &Path,
+    x: ndarray::ArrayView2<T>,
+) -> Result<()> {
     use ndarray_npy::WriteNpyExt;
-    super::write_atomic(path, |w| x.write_npy(w).map_err(std::io::Error::other))
+    target.write(path, |w| x.write_npy(w).map_err(std::io::Error::other))
 }
 
 /// Files of a non-float32 dtype, for a conversion warning.

@@ -11,4 +11,4 @@ pub mod signals;
 pub use atomic::write_atomic;
 pub use lock::{FolderLock, lock_folder, try_lock_folder};
 pub use open::{check_regular, open_regular};
-pub use outputs::{OutputSet, recover};
+pub use outputs::{Fingerprint, OutputSet, Target, recover};

@@ -147,6 +147,77 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
+/// Where one output goes: into place on its own (atomically), or into a
+/// set that is committed later as a whole.
+pub enum Target<'a> {
+    Direct,
+    Set(&'a mut OutputSet),
+}
+
+impl Target<'_> {
+    pub fn write(
+        &mut self,
+        path: &Path,
+        fill: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
+    ) -> Result<()> {
+        match self {
+            Target::Direct => write_temp(path, fill)?.persist_alone(path),
+            Target::Set(set) => set.stage(path, fill),
+        }
+    }
+}
+
+/// A file's size, modification time and BLAKE3 content hash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub blake3: String,
+}
+
+/// Size and modification time without reading the content.
+pub fn stat(path: &Path) -> Result<(u64, u128)> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((m.len(), mtime))
+}
+
+/// BLAKE3 of a file's content, as hex.
+pub fn hash_file(path: &Path) -> Result<String> {
+    let (f, _) = super::open_regular(path)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(f).map_err(|e| Error::io(path, e))?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// [`stat`] and [`hash_file`] together.
+pub fn fingerprint(path: &Path) -> Result<Fingerprint> {
+    let (size, mtime_ns) = stat(path)?;
+    Ok(Fingerprint {
+        size,
+        mtime_ns,
+        blake3: hash_file(path)?,
+    })
+}
+
+/// Whether `path` still has the content `f` recorded. Unchanged size and
+/// time are trusted; a changed time means a re-hash, and the same content
+/// under a new time still counts as unchanged.
+pub fn unchanged(path: &Path, f: &Fingerprint) -> Result<bool> {
+    let (size, mtime_ns) = match stat(path) {
+        Ok(s) => s,
+        Err(_) => return Ok(false),
+    };
+    if size != f.size {
+        return Ok(false);
+    }
+    Ok(mtime_ns == f.mtime_ns || hash_file(path)? == f.blake3)
+}
+
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Journal {
     /// (temporary name, final name), file names inside the folder.
@@ -191,12 +262,13 @@ impl OutputSet {
         Ok(())
     }
 
-    /// Where the staged content of `dest` is (to read it back before commit).
-    pub fn staged_path(&self, dest: &Path) -> Option<&Path> {
+    /// The fingerprint each staged file will have once in place (a rename
+    /// keeps size, time and content), in staging order.
+    pub fn fingerprints(&self) -> Result<Vec<(PathBuf, Fingerprint)>> {
         self.staged
             .iter()
-            .find(|(_, d)| d == dest)
-            .map(|(t, _)| t.path())
+            .map(|(t, d)| Ok((d.clone(), fingerprint(t.path())?)))
+            .collect()
     }
 
     /// Put every staged file in place, in staging order, then remove

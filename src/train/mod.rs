@@ -2,5 +2,6 @@
 
 pub mod bounds;
 pub mod kmeans;
+pub mod manifest;
 pub mod minibatch;
 pub mod rvc;

@@ -9,12 +9,15 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::kmeans::IterationStats;
+use super::manifest::{
+    InputFile, fingerprint_inputs, is_output_name, previous_outputs, stage_manifest,
+};
 use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
 use crate::index::build::{self, BuildParams, BuildTimes};
 use crate::index::factory::{Factory, Nlist};
 use crate::io::experiment::{Experiment, Version};
-use crate::io::features;
+use crate::io::{OutputSet, Target, features};
 use crate::progress::Progress;
 use crate::{Error, Metric, Result};
 
@@ -126,6 +129,8 @@ pub fn shuffle_permutation(n: usize, seed: u64) -> Vec<usize> {
 pub struct Prepared {
     pub exp: Experiment,
     pub files: usize,
+    /// Fingerprints of the feature files, for the manifest.
+    pub inputs: Vec<InputFile>,
     /// Mini-batch k-means centres to compress the rows to before indexing.
     pub compress_to: Option<usize>,
     /// Shuffled rows: row i is row `shuffle_permutation(n, seed)[i]` of the files.
@@ -196,6 +201,13 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
         Nprobe::Fixed(p) => p.max(1),
         Nprobe::Auto => ((nlist as f64).powf(0.3) as usize).max(1),
     };
+    // Every setting is checked before the long work starts (and long before
+    // anything is written).
+    let d = files[0].cols;
+    build::check(factory_of(opts, nlist), n, d)
+        .map_err(|e| Error::bad_input(&exp.feature_dir, e.to_string()))?;
+    check_width(exp, d, progress)?;
+    let inputs = fingerprint_inputs(exp)?;
 
     let perm = shuffle_permutation(n_raw, opts.seed);
     let mut dest = vec![0usize; n_raw];
@@ -209,6 +221,7 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
     Ok(Prepared {
         exp: exp.clone(),
         files: files.len(),
+        inputs,
         compress_to,
         x,
         nlist,
@@ -217,30 +230,92 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
     })
 }
 
-/// Run the whole RVC index step for one experiment.
+/// The index kind `train` builds, with its list count.
+fn factory_of(opts: &TrainOptions, nlist: usize) -> Factory {
+    opts.factory.unwrap_or_else(Factory::rvc).with_nlist(nlist)
+}
+
+/// RVC names the feature folder after the width (`3_feature768` for v2,
+/// `3_feature256` for v1) and the index after the version: features of the
+/// other width in a folder of that name would give a wrongly named index.
+fn check_width(exp: &Experiment, d: usize, progress: &Progress) -> Result<()> {
+    let expected = match exp.version {
+        Version::V1 => 256,
+        Version::V2 => 768,
+    };
+    let folder = exp.feature_dir.file_name().unwrap_or_default();
+    let named = [Version::V1, Version::V2]
+        .iter()
+        .any(|v| folder == v.feature_folder());
+    if d == expected {
+        return Ok(());
+    }
+    if named {
+        return Err(Error::bad_input(
+            &exp.feature_dir,
+            format!(
+                "features are {d} wide, but this folder holds {} features ({expected} wide);                  move them to the matching folder or pass --feature-dir with --version",
+                exp.version.as_str()
+            ),
+        ));
+    }
+    progress.warn(&format!(
+        "{}: features are {d} wide, not the {expected} of RVC {}; the index is named {}",
+        exp.feature_dir.display(),
+        exp.version.as_str(),
+        exp.version.as_str()
+    ));
+    Ok(())
+}
+
+/// Take the experiment's lock (waiting, with a status line, while another
+/// run holds it) and finish or clean what a killed run left there.
+pub fn lock_experiment(exp: &Experiment, progress: &Progress) -> Result<crate::io::FolderLock> {
+    let lock = crate::io::lock_folder(&exp.dir, || {
+        progress.info(&format!(
+            "{}: another rvc-index run is writing this experiment; waiting for it to finish",
+            exp.dir.display()
+        ))
+    })?;
+    let r = crate::io::recover(&exp.dir, &is_output_name)?;
+    if r.rolled_forward {
+        progress.info(&format!(
+            "{}: completed the outputs of an interrupted run",
+            exp.dir.display()
+        ));
+    }
+    Ok(lock)
+}
+
+/// Run the whole RVC index step for one experiment, holding its lock.
 pub fn train_experiment(
     backend: &dyn Backend,
     exp: &Experiment,
     opts: &TrainOptions,
     progress: &Progress,
 ) -> Result<TrainSummary> {
+    let lock = lock_experiment(exp, progress)?;
     let p = prepare(exp, opts, progress)?;
-    build(backend, p, opts, progress)
+    build(backend, p, opts, progress, &lock)
 }
 
 /// Train and write the index of prepared features (the second half of
-/// `train_experiment`). Files are written in the order total_fea.npy,
-/// trained, added, each atomically.
+/// `train_experiment`), holding the experiment's `lock`. total_fea.npy, the
+/// trained and the added index and the manifest are written whole under
+/// temporary names and committed as one set: whatever stops the run, the
+/// folder keeps the previous set or gets the new one, never a mix.
 pub fn build(
     backend: &dyn Backend,
     p: Prepared,
     opts: &TrainOptions,
     progress: &Progress,
+    _lock: &crate::io::FolderLock,
 ) -> Result<TrainSummary> {
     let t_start = Instant::now();
     let Prepared {
         exp,
         files,
+        inputs,
         compress_to,
         x,
         nlist,
@@ -285,15 +360,16 @@ pub fn build(
     ));
 
     let t = Instant::now();
+    let mut set = OutputSet::new(&exp.dir);
     let total_fea = exp.total_fea_path();
-    features::write_npy_atomic(&total_fea, x.view())?;
+    features::write_npy_into(&mut Target::Set(&mut set), &total_fea, x.view())?;
     secs.write_total_fea = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-total-fea");
 
     // faiss's train, the trained file, faiss's add, the added file: the one
     // build path, its stages run one by one so that the trained file is
     // written before the rows are added (as RVC writes it).
-    let factory = opts.factory.unwrap_or_else(Factory::rvc).with_nlist(nlist);
+    let factory = factory_of(opts, nlist);
     let params = BuildParams {
         niter: opts.niter,
         kmeans_seed: opts.kmeans_seed,
@@ -307,7 +383,7 @@ pub fn build(
     let t = Instant::now();
     let stem = factory.file_stem(nlist);
     let trained_index = exp.index_path_for("trained", &stem, nprobe);
-    build::write_trained(&trained_index, &trained)?;
+    build::write_trained(&mut Target::Set(&mut set), &trained_index, &trained)?;
     let mut write_secs = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-trained");
 
@@ -320,9 +396,21 @@ pub fn build(
     // and that part of the write counts as add.
     let t = Instant::now();
     let added_index = exp.index_path_for("added", &stem, nprobe);
-    build::write_added(&added_index, &trained, added, x.view(), &mut stages)?;
+    build::write_added(
+        &mut Target::Set(&mut set),
+        &added_index,
+        &trained,
+        added,
+        x.view(),
+        &mut stages,
+    )?;
     let fill = stages.fill + stages.refine;
     secs.add += fill;
+    crate::testing::pause_point("before-manifest");
+    stage_manifest(&mut set, exp, opts, inputs, n_raw, nlist)?;
+    // Outputs of older settings (another nlist gives other names) go with
+    // the commit, so no stale index stays beside the new set.
+    set.commit(&previous_outputs(&exp.dir))?;
     write_secs += (t.elapsed().as_secs_f64() - fill).max(0.0);
     secs.write_index = write_secs;
     secs.total = load_seconds + t_start.elapsed().as_secs_f64();
