@@ -15,7 +15,8 @@ faiss at its best
     bl.ensure_faiss_env()        re-run the calling script under faiss_env() unless
                                  it already is (call it first thing in main())
     bl.faiss_python(code, *args) run a Python snippet under faiss_env(); returns
-                                 the last stdout line parsed as JSON
+                                 the last stdout line parsed as JSON (lines=True:
+                                 a list, one per line)
     bl.faiss_script(name, *args) the same for a script in benches/
 The machine (it may be shared)
     bl.loadavg()                 1-minute load average
@@ -124,8 +125,9 @@ def _last_json(out):
     return json.loads(lines[-1]) if lines else None
 
 
-def faiss_python(code, *args, threads=None):
-    """Run `code` (python -c) under faiss_env(); the last stdout line as JSON."""
+def faiss_python(code, *args, threads=None, lines=False):
+    """Run `code` (python -c) under faiss_env(); the last stdout line as
+    JSON, or with lines=True every non-empty line (a list)."""
     env = faiss_env()
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -133,6 +135,8 @@ def faiss_python(code, *args, threads=None):
                        capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"faiss child failed ({r.returncode}):\n{r.stderr}")
+    if lines:
+        return [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
     return _last_json(r.stdout)
 
 
