@@ -1,56 +1,39 @@
 #!/usr/bin/env python3
-"""`rvc-index bench` against the faiss baseline harness, stage by stage.
+"""`rvc-index bench` against faiss running RVC's pipeline, stage by stage.
 
-Runs ../shared/bench/faiss_baseline.py (faiss at its best: OPENBLAS_CORETYPE=SkylakeX,
-set for its commands only) and `rvc-index bench` on the same .npy files with
-the same settings, alternately when --rounds > 1, and prints every stage with
-both figures (medians over the rounds) and the ratio faiss / ours (> 1: we are
-faster). Also writes a PNG chart: seconds per stage side by side, and recall
-against nprobe.
+Runs benches/faiss_rvc.py (faiss at its best: OPENBLAS_CORETYPE=SkylakeX where
+the CPU has AVX-512, set for its commands only) and `rvc-index bench` on the
+same .npy files with the same settings, alternately when --rounds > 1, and
+prints every stage with both figures (medians over the rounds) and the ratio
+faiss / ours (> 1: we are faster). Also writes a PNG chart: seconds per stage
+side by side, and recall against nprobe.
 
     python3 benches/compare_faiss.py --n 50000 --d 768
     python3 benches/compare_faiss.py --n 200000 --d 768 --stages load,train,add,search,pq
 
-Data: the harness's synthetic set (generated once into its cache folder), or
---data (a folder of .npy files or one .npy). Both tools load the same files
-and hold out the first min(--queries, N/10) shuffled rows as queries (each
-with its own seeded shuffle, so the query sets differ but are drawn alike).
-
-The harness searches at one nprobe; for the recall curve the faiss side is a
-sweep in this script (the harness's own loading, shuffle and recall code,
-one training per index kind, one search per nprobe), run with the same
-OPENBLAS_CORETYPE. Needs numpy, faiss-cpu, scikit-learn, matplotlib and a
-release build (`cargo build --release`).
+Data: the synthetic set of benches/rvc_synthetic.py (the baseline harness's
+generator; written once as utterance files into the bench cache), or --data
+(a folder of .npy files or one .npy). Both tools load the same files and hold
+out the first min(--queries, N/10) shuffled rows as queries (each with its
+own seeded shuffle, so the query sets differ but are drawn alike). Both
+search at every --nprobe after one training per index kind. Needs numpy,
+faiss-cpu, scikit-learn, matplotlib and a release build (`cargo build --release`).
 """
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-HARNESS = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "faiss_baseline.py"))
-FAISS_ENV = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+import benchlib as bl
 
-
-def harness_module(path):
-    spec = importlib.util.spec_from_file_location("faiss_baseline", path)
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
-
-
-def log(msg):
-    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = bl.log
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--n", type=int, default=50_000)
     p.add_argument("--d", type=int, default=768)
     p.add_argument("--seed", type=int, default=0)
@@ -60,19 +43,14 @@ def parse_args():
     p.add_argument("-k", type=int, default=8)
     p.add_argument("--qe-rows", type=int, default=None)
     p.add_argument("--stages", default="load,mbk,train,add,search,pq,qe",
-                   help="harness stages (kmeans is left out); ours follow")
+                   help="faiss stages (see benches/faiss_rvc.py); ours follow")
     p.add_argument("--rounds", type=int, default=1,
                    help="faiss and ours alternately this many times; medians are shown")
-    p.add_argument("--no-sweep", action="store_true",
-                   help="skip the faiss nprobe sweep (recall curve from ours only)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rvc-index"))
-    p.add_argument("--harness", default=HARNESS)
+    p.add_argument("--bin", default=None, help="default: target/release/rvc-index")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=os.path.join(ROOT, "target", "compare_faiss"),
+    p.add_argument("--out", default=os.path.join(bl.ROOT, "target", "compare_faiss"),
                    help="folder for the JSON files and the chart")
-    # internal: the faiss nprobe sweep, run in a child with the faiss environment
-    p.add_argument("--sweep-child", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -80,78 +58,17 @@ def parse_args():
 # faiss side
 # ---------------------------------------------------------------------------
 
-def data_dir(a, fb):
-    """The .npy files both tools read: --data, or the harness's synthetic cache."""
-    if a.data:
-        return os.path.abspath(a.data)
-    args = fb.parse_args(["--n", str(a.n), "--d", str(a.d), "--seed", str(a.seed)])
-    cdir = os.path.join(args.cache_dir, fb.synthetic_key(args))
-    if not os.path.exists(os.path.join(cdir, "_complete")):
-        log(f"generating the synthetic set {a.n} x {a.d} with the harness")
-        subprocess.run([sys.executable, a.harness, "--n", str(a.n), "--d", str(a.d),
-                        "--seed", str(a.seed), "--stages", "load", "--json", os.devnull],
-                       env=FAISS_ENV, check=True, stdout=subprocess.DEVNULL)
-    return cdir
-
-
-def run_harness(a, data, nprobe, out):
-    cmd = [sys.executable, a.harness, "--data", data, "--seed", str(a.seed),
-           "--queries", str(a.queries), "--stages", a.stages, "--nprobe", str(nprobe),
-           "--k", str(a.k), "--threads", str(a.threads), "--json", out]
+def run_faiss(a, data, out):
+    stages = a.stages.split(",")
+    if {"search", "pq"} & set(stages):
+        stages.append("exact")
+    args = ["--data", data, "--seed", a.seed, "--queries", a.queries, "--stages",
+            ",".join(stages), "--nprobe", a.nprobe, "-k", a.k, "--threads", a.threads,
+            "--json", out]
     if a.qe_rows:
-        cmd += ["--qe-rows", str(a.qe_rows)]
-    log("faiss: " + " ".join(cmd[1:]))
-    subprocess.run(cmd, env=FAISS_ENV, check=True, stdout=subprocess.DEVNULL)
-    with open(out) as f:
-        return json.load(f)
-
-
-def sweep_child(a):
-    """Train each index kind once, search at every nprobe (faiss side of the recall curve)."""
-    import faiss
-    import numpy as np
-    fb = harness_module(a.harness)
-    if a.threads:
-        faiss.omp_set_num_threads(a.threads)
-    big, _ = fb.load_concat(fb.list_npy(a.sweep_child))
-    big, _ = fb.rvc_shuffle(big, a.seed)
-    nq = min(a.queries, big.shape[0] // 10)
-    xq, db = big[:nq].copy(), np.ascontiguousarray(big[nq:])
-    del big
-    n, d = db.shape
-    if n > fb.RVC_REDUCE_THRESHOLD:
-        print(json.dumps({"skipped": "reduction applies; the sweep would need MiniBatchKMeans"}))
-        return
-    flat = faiss.IndexFlatL2(d)
-    flat.add(db)
-    _, gt = flat.search(xq, a.k)
-    nlist = fb.rvc_n_ivf(n)
-    out = {}
-    for kind, fac in (("flat", f"IVF{nlist},Flat"), ("pq", f"IVF{nlist},PQ{d // 2}x4fs,RFlat")):
-        index = faiss.index_factory(d, fac)
-        index.train(db)
-        for i in range(0, n, fb.RVC_ADD_BATCH):
-            index.add(db[i:i + fb.RVC_ADD_BATCH])
-        ivf = faiss.extract_index_ivf(index)
-        rows = []
-        for p in [int(x) for x in a.nprobe.split(",")]:
-            ivf.nprobe = p
-            t = time.perf_counter()
-            _, I = index.search(xq, a.k)
-            s = time.perf_counter() - t
-            rows.append({"nprobe": p, "search_s": s, **fb.recall_stats(I, gt, a.k)})
-        out[kind] = {"factory": fac, "searches": rows}
-        del index
-    print(json.dumps(out))
-
-
-def run_sweep(a, data):
-    cmd = [sys.executable, os.path.abspath(__file__), "--sweep-child", data, "--seed", str(a.seed),
-           "--queries", str(a.queries), "--nprobe", a.nprobe, "-k", str(a.k),
-           "--threads", str(a.threads), "--harness", a.harness]
-    log("faiss nprobe sweep")
-    r = subprocess.run(cmd, env=FAISS_ENV, check=True, capture_output=True, text=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        args += ["--qe-rows", a.qe_rows]
+    log("faiss: faiss_rvc.py " + " ".join(map(str, args)))
+    return bl.faiss_script("faiss_rvc.py", *args)
 
 
 # ---------------------------------------------------------------------------
@@ -173,7 +90,7 @@ def run_ours(a, data, out):
     if "mbk" not in a.stages.split(","):
         cmd += ["--compress", "off"]
     log("ours: " + " ".join(cmd[1:]))
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=bl.ours_env())
     with open(out) as f:
         return json.load(f)
 
@@ -282,14 +199,12 @@ def quality(f, o, nprobe0, k):
 
 
 def chart(rows, sweep, o, k, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = bl.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     labels = [r[0] for r in rows]
     y = range(len(rows))
     h = 0.4
-    ax1.barh([i - h / 2 for i in y], [r[1] for r in rows], h, label="faiss (harness)")
+    ax1.barh([i - h / 2 for i in y], [r[1] for r in rows], h, label="faiss")
     ax1.barh([i + h / 2 for i in y], [r[2] for r in rows], h, label="rvc-index bench")
     ax1.set_yticks(list(y))
     ax1.set_yticklabels(labels, fontsize=8)
@@ -331,35 +246,37 @@ def fmt(v, prec=3):
     return str(v)
 
 
+def faiss_sweep(f):
+    """faiss's searches at every nprobe, by index kind."""
+    st = f["stages"]
+    out = {}
+    for kind, stage in (("flat", "search"), ("pq", "pq")):
+        if "searches" in st.get(stage, {}):
+            out[kind] = {"searches": st[stage]["searches"]}
+    return out or None
+
+
 def main():
     a = parse_args()
-    if a.sweep_child:
-        sweep_child(a)
-        return 0
-    if not os.path.exists(a.bin):
-        sys.exit(f"{a.bin}: build it first with `cargo build --release`")
+    a.bin = bl.binary(path=a.bin)
     os.makedirs(a.out, exist_ok=True)
-    fb = harness_module(a.harness)
-    data = data_dir(a, fb)
+    data = os.path.abspath(a.data) if a.data else bl.experiment_dir(a.n, a.d, a.seed)
     nprobes = [int(x) for x in a.nprobe.split(",")]
     tag = f"n{a.n}_d{a.d}" if not a.data else os.path.basename(os.path.normpath(a.data))
     rounds, last = [], None
     load0 = open("/proc/loadavg").read().split()[:3]
     for r in range(a.rounds):
-        f = run_harness(a, data, nprobes[0], os.path.join(a.out, f"faiss_{tag}_{r}.json"))
+        f = run_faiss(a, data, os.path.join(a.out, f"faiss_{tag}_{r}.json"))
         o = run_ours(a, data, os.path.join(a.out, f"ours_{tag}_{r}.json"))
         rounds.append(rows_of(f, o, nprobes[0], a.k))
         last = (f, o)
-    sweep = None if a.no_sweep else run_sweep(a, data)
-    if sweep and "skipped" in sweep:
-        log("sweep skipped: " + sweep["skipped"])
-        sweep = None
+    sweep = faiss_sweep(last[0])
     load1 = open("/proc/loadavg").read().split()[:3]
     f, o = last
     rows = median_rows(rounds)
     print(f"data: {data} ({f['data'].get('n_raw')} rows x {f['data'].get('d')}, "
           f"{f['data'].get('n_queries')} queries), k {a.k}, rounds {a.rounds}")
-    print(f"faiss {f['versions']['faiss']} (OPENBLAS_CORETYPE=SkylakeX, {a.threads} threads); "
+    print(f"faiss {f['versions']['faiss']} (OPENBLAS_CORETYPE={f['OPENBLAS_CORETYPE']}, {a.threads} threads); "
           f"ours: {o['backend']['kind']} ({o['backend']['name']}); cpu {o['cpu']}")
     print(f"load average {' '.join(load0)} -> {' '.join(load1)}")
     w = max(len(r[0]) for r in rows) + 2
@@ -388,9 +305,9 @@ def main():
     title = (f"{tag}: faiss {f['versions']['faiss']} vs rvc-index bench ({o['backend']['kind']}: "
              f"{o['backend']['name']}), {o['cpu']}, {time.strftime('%Y-%m-%d')}")
     chart(rows, sweep, o, a.k, png, title)
-    with open(os.path.join(a.out, f"compare_{tag}.json"), "w") as fh:
-        json.dump({"rows": rows, "rounds": rounds, "sweep": sweep,
-                   "quality": quality(f, o, nprobes[0], a.k)}, fh, indent=1)
+    bl.write_json(os.path.join(a.out, f"compare_{tag}.json"),
+                  {"rows": rows, "rounds": rounds, "sweep": sweep,
+                   "quality": quality(f, o, nprobes[0], a.k)})
     print(f"\nchart: {png}")
     return 0
 

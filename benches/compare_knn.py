@@ -5,25 +5,23 @@ against faiss IndexFlatL2, in the same run.
     cargo build --release --example knn_time
     python3 benches/compare_knn.py [--nq 10000] [--nb 5128] [--d 768] [--k 1,8,16]
 
-Data: the baseline harness's synthetic rows (written by `knn_time gen`),
+Data: rows of benches/rvc_synthetic.py (the baseline harness's generator),
 shuffled, split into nq queries and nb "centroids". faiss runs in a child
-process with OPENBLAS_CORETYPE=SkylakeX (its AVX-512 kernels, faiss at its
-best here); ours through `examples/knn_time.rs`. The two alternate for
---rounds rounds (each side runs every k twice per round), so a busy spell
-on a shared machine hits both; each side's best is reported. Prints one JSON
-line per k and the load average.
+process with OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512 (its
+AVX-512 kernels, faiss at its best here); ours through
+`examples/knn_time.rs`. The two alternate for --rounds rounds (each side runs
+every k twice per round), so a busy spell on a shared machine hits both; each
+side's best is reported. Prints one JSON line per k and the load average.
 """
 import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXE = os.path.join(ROOT, "target", "release", "examples", "knn_time")
+import benchlib as bl
 
 FAISS = r"""
 import sys, time, json, numpy as np, faiss
@@ -50,30 +48,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    if not os.path.exists(EXE):
-        sys.exit(f"{EXE} missing: run `cargo build --release --example knn_time` first")
+    exe = bl.binary("knn_time", example=True)
     with tempfile.TemporaryDirectory() as tmp:
-        allp, qp, cp = (os.path.join(tmp, f) for f in ("all.npy", "q.npy", "c.npy"))
-        subprocess.run([EXE, "gen", str(a.nq + a.nb), str(a.d), str(a.seed), allp], check=True)
-        x = np.load(allp)
+        qp, cp = (os.path.join(tmp, f) for f in ("q.npy", "c.npy"))
+        x = bl.database(a.nq + a.nb, a.d, a.seed)
         p = np.random.default_rng(a.seed).permutation(len(x))
         np.save(qp, x[p[:a.nq]])
         np.save(cp, x[p[a.nq:]])
         del x
-        env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
         load0 = os.getloadavg()
         best_f, best_o = {}, {}
 
-        def keep(best, out):
-            for r in map(json.loads, out.split("\n")[:-1]):
+        def keep(best, results):
+            for r in results:
                 if r["k"] not in best or r["best_s"] < best[r["k"]]["best_s"]:
                     best[r["k"]] = r
 
         for _ in range(a.rounds):
-            keep(best_f, subprocess.run([sys.executable, "-c", FAISS, qp, cp, a.k, "2", a.metric],
-                                        env=env, check=True, capture_output=True, text=True).stdout)
-            keep(best_o, subprocess.run([EXE, "knn", qp, cp, a.metric, a.k, "2"],
-                                        check=True, capture_output=True, text=True).stdout)
+            keep(best_f, bl.faiss_python(FAISS, qp, cp, a.k, 2, a.metric, lines=True))
+            out = subprocess.run([exe, "knn", qp, cp, a.metric, a.k, "2"], check=True,
+                                 capture_output=True, text=True, env=bl.ours_env()).stdout
+            keep(best_o, [json.loads(ln) for ln in out.splitlines() if ln.strip()])
         load1 = os.getloadavg()
     flop = 2.0 * a.nq * a.nb * a.d
     for k in sorted(best_o):

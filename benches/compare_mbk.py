@@ -19,17 +19,18 @@ Methods (--methods, comma-separated):
            subsampling); its curve is the objective of each iteration.
 
 Data (--data):
-  rvc      the baseline harness's synthetic RVC-like mixture (imported from
-           ../shared/bench/faiss_baseline.py, same generator and seed).
+  rvc      the synthetic RVC-like mixture of benches/rvc_synthetic.py (the
+           baseline harness's generator and seed).
   blobs    isotropic Gaussian blobs of equal size and spread (a different
            structure: no hierarchy, no heavy tails, no Zipf weights).
   PATH     a .npy file.
 
-Set OPENBLAS_CORETYPE=SkylakeX on the command line for faiss at its best;
-it is removed from the environment of the rvc-index child process.
+For faiss at its best the script re-runs itself with OPENBLAS_CORETYPE=SkylakeX
+where the CPU has AVX-512 (benchlib.ensure_faiss_env); the variable is removed
+from the environment of the rvc-index child process.
 
 Example:
-  OPENBLAS_CORETYPE=SkylakeX python3 benches/compare_mbk.py --n 1000000 --d 256 \
+  python3 benches/compare_mbk.py --n 1000000 --d 256 \
       --k 10000 --methods mirror,sklearn,faiss --json /tmp/mbk_1m.json --png /tmp/mbk_1m.png
 """
 
@@ -47,8 +48,9 @@ import time
 
 import numpy as np
 
+import benchlib as bl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "bench"))
 
 
 def log(msg):
@@ -57,9 +59,7 @@ def log(msg):
 
 def make_data(a):
     if a.data == "rvc":
-        import faiss_baseline as fb
-        mix = fb.Mixture(a.d, 4096, 64, 48, a.seed)
-        return fb.generate_rows(mix, a.n, a.seed, 1)
+        return bl.database(a.n, a.d, a.seed)
     if a.data == "blobs":
         rng = np.random.default_rng(a.seed)
         c = rng.standard_normal((a.blobs, a.d)).astype(np.float32) * 4.0
@@ -166,7 +166,7 @@ def run_ours(a, x, path):
     out = path + ".centres.npy"
     cmd = [a.binary, "compress", path, "-k", str(a.k), "-o", out, "--device", a.device,
            "--json", "--quiet", "--no-eval", "--seed", str(a.ours_seed)] + a.ours_args.split()
-    env = {kk: v for kk, v in os.environ.items() if kk != "OPENBLAS_CORETYPE"}
+    env = bl.ours_env()
     log(" ".join(cmd))
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -246,6 +246,7 @@ def main():
     p.add_argument("--plot-only", default=None, metavar="JSON",
                    help="draw --png from an earlier --json result and exit")
     a = p.parse_args()
+    bl.ensure_faiss_env()
     if a.plot_only:
         with open(a.plot_only) as f:
             plot(json.load(f), a.png or a.plot_only.replace(".json", ".png"))

@@ -1,38 +1,36 @@
 #!/usr/bin/env python3
 """α-query expansion: `rvc-index expand` against faiss IndexFlatIP kNN + NumPy
-einsum, the expand stage of the baseline harness (`faiss_baseline.py`, stage
-"qe"), on the harness's synthetic matrix, in the same run.
+einsum (the qe stage of benches/faiss_rvc.py, RVC's faiss tips) on
+benches/rvc_synthetic.py's matrix (the baseline harness's data), in the same run.
 
-    cargo build --release --example knn_time
+    cargo build --release
     python3 benches/compare_qe.py [--n 200000] [--d 768] [--num-expand 16] [--faiss-rows 20000]
 
-faiss (child process, OPENBLAS_CORETYPE=SkylakeX) normalises all rows, adds
-them to an IndexFlatIP and expands the first --faiss-rows rows exactly as the
-harness does (batches of 4096: search, w = D**alpha, einsum, normalise); the
-kNN over all n rows is linear in the rows searched, so the time for all rows
-is extrapolated as prep + (knn + combine) · n / faiss-rows (--faiss-rows 0:
-all rows, about 6 minutes here). Ours: `rvc-index expand --device cpu --json`
-on all n rows, its own total (normalise + kNN + weighted sum; no file I/O).
-faiss runs before and after ours (the machine may be shared: a busy spell
-then hits both) and its faster run is reported. CPU seconds (all threads) are reported beside wall time: on a shared
-machine they depend less on what else runs. Also reports how close our
-rows are to faiss's on the rows both expanded.
+faiss (child process, OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512)
+normalises all rows, adds them to an IndexFlatIP and expands the first
+--faiss-rows rows (batches of 4096: search, w = D**alpha, einsum, normalise);
+the kNN over all n rows is linear in the rows searched, so the time for all
+rows is extrapolated as prep + (knn + combine) · n / faiss-rows (--faiss-rows
+0: all rows, about 6 minutes here). Ours: `rvc-index expand --device cpu
+--json` on all n rows, its own total (normalise + kNN + weighted sum; no file
+I/O). faiss runs before and after ours (the machine may be shared: a busy
+spell then hits both) and its faster run is reported. CPU seconds (all
+threads) are reported beside wall time: on a shared machine they depend less
+on what else runs. Also reports how close our rows are to faiss's on the rows
+both expanded.
 """
 import argparse
 import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXE = os.path.join(ROOT, "target", "release", "examples", "knn_time")
-BIN = os.path.join(ROOT, "target", "release", "rvc-index")
+import benchlib as bl
 
-# The harness's stage, verbatim but for the row subset and the output file.
+# The expansion as RVC's faiss tips write it, on the first `rows` rows.
 FAISS = r"""
 import sys, time, json, numpy as np, faiss
 db = np.load(sys.argv[1]); rows = int(sys.argv[2]); qe_expand = int(sys.argv[3])
@@ -80,29 +78,23 @@ def main():
                     help="rows faiss expands (0: all); its time is extrapolated to n")
     ap.add_argument("--data", help="use this .npy instead of generating the synthetic matrix")
     a = ap.parse_args()
-    for p, how in ((EXE, "cargo build --release --example knn_time"), (BIN, "cargo build --release")):
-        if not os.path.exists(p):
-            sys.exit(f"{p} missing: run `{how}` first")
+    binary = bl.binary()
     with tempfile.TemporaryDirectory() as tmp:
-        data = a.data or os.path.join(tmp, "db.npy")
-        if not a.data:
-            subprocess.run([EXE, "gen", str(a.n), str(a.d), str(a.seed), data], check=True)
+        data = a.data or bl.database_npy(a.n, a.d, a.seed)
         n = np.load(data, mmap_mode="r").shape[0]
         fout, oout = os.path.join(tmp, "faiss.npy"), os.path.join(tmp, "ours.npy")
-        env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
 
         def run_faiss():
-            return json.loads(subprocess.run(
-                [sys.executable, "-c", FAISS, data, str(a.faiss_rows), str(a.num_expand), str(a.alpha), fout],
-                env=env, check=True, capture_output=True, text=True).stdout)
+            return bl.faiss_python(FAISS, data, a.faiss_rows, a.num_expand, a.alpha, fout)
 
         load0 = os.getloadavg()
         f1 = run_faiss()
         load1 = os.getloadavg()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         o = json.loads(subprocess.run(
-            [BIN, "expand", data, "-o", oout, "--num-expand", str(a.num_expand), "--alpha", str(a.alpha),
-             "--device", "cpu", "--json", "-q"], check=True, capture_output=True, text=True).stdout)
+            [binary, "expand", data, "-o", oout, "--num-expand", str(a.num_expand), "--alpha", str(a.alpha),
+             "--device", "cpu", "--json", "-q"], check=True, capture_output=True, text=True,
+            env=bl.ours_env()).stdout)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ours_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         load2 = os.getloadavg()

@@ -2,10 +2,11 @@
 """`rvc-index search` against faiss on the same index files, and the build of
 IVF1024,PQ384x4fs,RFlat by both.
 
-Data: the baseline harness's synthetic mixture (../shared/bench/faiss_baseline.py,
-`generate_rows`): --n database rows (stream 1) and --queries queries (stream 2),
-cached as .npy in --work. Every index is built by faiss (faiss at its best:
-OPENBLAS_CORETYPE=SkylakeX, set for its commands only), then searched by faiss
+Data: benches/rvc_synthetic.py (the baseline harness's generator): --n
+database rows and --queries query rows (another stream), cached as .npy in the
+bench cache; indexes in --work. Every index is built by faiss (faiss at its
+best: OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512, set for its
+commands only), then searched by faiss
 and by `rvc-index search --device cpu --json` with k = 8 at each nprobe. The
 IVF-Flat and IVF-PQ indexes with the same nlist share one trained coarse
 quantizer (trained once by faiss). Prints seconds (best of --repeat), the ratio
@@ -17,18 +18,11 @@ faiss / ours (> 1: we are faster) and how many of our ids equal faiss's.
 Needs numpy, faiss-cpu and a release build (`cargo build --release`).
 """
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
-import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-HARNESS = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "faiss_baseline.py"))
-BIN = os.path.join(ROOT, "target", "release", "rvc-index")
-FAISS_ENV = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+import benchlib as bl
 FACTORIES = "IVF5128,Flat;IVF5128,PQ384x4fs,RFlat;IVF1024,Flat;IVF1024,PQ384x4fs,RFlat"
 
 # Runs in a child python with OPENBLAS_CORETYPE set (it must be set before faiss loads).
@@ -62,41 +56,18 @@ else:
 """
 
 
-def log(msg):
-    print(f"[compare_search {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_avg():
-    return os.getloadavg()[0]
+log = bl.log
+BIN = None
 
 
 def faiss_child(*args):
-    r = subprocess.run([sys.executable, "-c", FAISS_CHILD, *map(str, args)], env=FAISS_ENV,
-                       check=True, capture_output=True, text=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return bl.faiss_python(FAISS_CHILD, *args)
 
 
 def ours(*args):
     r = subprocess.run([BIN, *map(str, args), "--json", "-q"], check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=bl.ours_env())
     return json.loads(r.stdout)
-
-
-def data(a):
-    import numpy as np
-    os.makedirs(a.work, exist_ok=True)
-    db = os.path.join(a.work, f"db_n{a.n}_d{a.d}_s{a.seed}.npy")
-    q = os.path.join(a.work, f"q_n{a.queries}_d{a.d}_s{a.seed}.npy")
-    if not (os.path.exists(db) and os.path.exists(q)):
-        spec = importlib.util.spec_from_file_location("faiss_baseline", HARNESS)
-        m = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(m)
-        h = m.parse_args([])
-        mix = m.Mixture(a.d, h.centers, h.super_centers, h.latent, a.seed)
-        log(f"generating {a.n} x {a.d} database and {a.queries} queries")
-        np.save(db, np.ascontiguousarray(m.generate_rows(mix, a.n, a.seed, 1), dtype=np.float32))
-        np.save(q, np.ascontiguousarray(m.generate_rows(mix, a.queries, a.seed, 2), dtype=np.float32))
-    return db, q
 
 
 def main():
@@ -112,15 +83,19 @@ def main():
     p.add_argument("--work", default="/tmp/rvc_compare_search")
     p.add_argument("--no-build", action="store_true", help="skip the build comparison")
     p.add_argument("--build-factory", default="IVF1024,PQ384x4fs,RFlat")
+    p.add_argument("--bin", default=None, help="default: target/release/rvc-index")
     a = p.parse_args()
     import numpy as np
 
-    db, q = data(a)
+    global BIN
+    BIN = bl.binary(path=a.bin)
+    os.makedirs(a.work, exist_ok=True)
+    db, q = bl.database_npy(a.n, a.d, a.seed), bl.queries_npy(a.queries, a.d, a.seed)
     rows = []
     centroids = {}
     for fac in [f for f in a.factories.split(";") if f]:
         nlist = fac.split(",")[0]
-        path = os.path.join(a.work, fac.replace(",", "_") + f"_n{a.n}.index")
+        path = os.path.join(a.work, fac.replace(",", "_") + f"_n{a.n}_d{a.d}_s{a.seed}.index")
         if not os.path.exists(path):
             log(f"faiss builds {fac}")
             faiss_child("build", db, fac, path, centroids.get(nlist, "-"))
@@ -128,7 +103,7 @@ def main():
             centroids.setdefault(nlist, path + ".centroids.npy")
         for nprobe in [int(v) for v in a.nprobe.split(",")]:
             fi = os.path.join(a.work, "faiss_ids.npy")
-            load = load_avg()
+            load = bl.loadavg()
             f = faiss_child("search", path, q, a.k, nprobe, fi, a.repeat)
             best, stages = 1e30, None
             for _ in range(a.repeat):
@@ -155,10 +130,10 @@ def main():
     if not a.no_build:
         fac = a.build_factory
         log(f"build {fac}: faiss")
-        load_f = load_avg()
+        load_f = bl.loadavg()
         f = faiss_child("build", db, fac, os.path.join(a.work, "build_faiss.index"), "-")
         log(f"build {fac}: ours")
-        load_o = load_avg()
+        load_o = bl.loadavg()
         o = ours("build", db, "--factory", fac, "-o", os.path.join(a.work, "build_ours.index"),
                  "--device", "cpu")
         print(f"\nbuild {fac} on {a.n} x {a.d}: faiss {f['build_s']:.2f} s (load {load_f:.2f}), "

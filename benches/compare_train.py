@@ -1,36 +1,31 @@
 #!/usr/bin/env python3
 """`rvc-index train` against faiss on the same data, in the same run.
 
-Runs the faiss baseline harness (../shared/bench/faiss_baseline.py, stages
-load,train,add, faiss at its best: OPENBLAS_CORETYPE=SkylakeX for its
-command only) and then `rvc-index train` on the very .npy files the harness
-generated, and prints both figures side by side with their ratio.
+Runs RVC's pipeline with faiss (benches/faiss_rvc.py, stages load,train,add;
+faiss at its best: OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512, for
+its command only) and then `rvc-index train` on the very same utterance
+files (benches/rvc_synthetic.py's data, or --data), and prints both figures
+side by side with their ratio.
 
     python3 benches/compare_train.py --n 200000 --d 768 [--device cpu] [--repeat 2]
 
-Needs python3 with numpy, faiss-cpu and scikit-learn, and a release build
+Needs python3 with numpy and faiss-cpu, and a release build
 (`cargo build --release`).
 """
 import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-HARNESS = os.path.join(ROOT, "..", "shared", "bench", "faiss_baseline.py")
+import benchlib as bl
 
 
-def run_faiss(n, d, out):
-    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
-    cmd = [sys.executable, HARNESS, "--n", str(n), "--d", str(d), "--stages", "load,train,add",
-           "--threads", "2", "--json", out]
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    with open(out) as f:
-        return json.load(f)
+def run_faiss(data, threads):
+    # No queries are held out: RVC trains on every row.
+    return bl.faiss_script("faiss_rvc.py", "--data", data, "--stages", "load,train,add",
+                           "--queries", 0, "--threads", threads)
 
 
 def run_ours(binary, feature_dir, device):
@@ -39,7 +34,8 @@ def run_ours(binary, feature_dir, device):
         os.makedirs(exp)
         t = time.perf_counter()
         proc = subprocess.Popen([binary, "train", exp, "--feature-dir", feature_dir, "--device", device,
-                                 "--json", "--quiet"], stdout=subprocess.PIPE, text=True)
+                                 "--json", "--quiet"], stdout=subprocess.PIPE, text=True,
+                                env=bl.ours_env())
         out = proc.stdout.read()
         # wait4 gives this child's own peak RSS (KiB on Linux).
         _, status, usage = os.wait4(proc.pid, 0)
@@ -57,19 +53,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--d", type=int, default=768)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="a folder of .npy files instead of the synthetic set")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2, help="faiss threads")
     p.add_argument("--repeat", type=int, default=1, help="alternate faiss and ours this many times")
-    p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "rvc-index"))
+    p.add_argument("--binary", default=None, help="default: target/release/rvc-index")
     a = p.parse_args()
+    binary = bl.binary(path=a.binary)
+    data = os.path.abspath(a.data) if a.data else bl.experiment_dir(a.n, a.d, a.seed)
 
     rows = []
     for r in range(a.repeat):
-        with tempfile.NamedTemporaryFile(suffix=".json") as tf:
-            fj = run_faiss(a.n, a.d, tf.name)
+        fj = run_faiss(data, a.threads)
         st = fj["stages"]
         faiss_s = st["load"]["total_s"] + st["train"]["train_s"] + st["add"]["add_s"]
-        ours = run_ours(a.binary, fj["data"]["cache_dir"], a.device)
-        matrix_mib = a.n * a.d * 4 / 2**20
+        ours = run_ours(binary, data, a.device)
+        n, d = fj["data"]["n_raw"], fj["data"]["d"]
+        matrix_mib = n * d * 4 / 2**20
         rows.append({
             "faiss_load_train_add_s": faiss_s,
             "faiss_train_s": st["train"]["train_s"],
@@ -84,7 +85,7 @@ def main():
         })
         x = rows[-1]
         print(f"run {r + 1}: faiss load+train+add {faiss_s:.2f} s | rvc-index train {x['ours_wall_s']:.2f} s "
-              f"(wall, incl. writing 3 files) -> ratio {x['ours_wall_s'] / faiss_s:.3f}")
+              f"(wall, incl. writing 3 files) -> faiss / ours {faiss_s / x['ours_wall_s']:.3f}")
         print(f"       objective/row faiss {x['faiss_objective_per_row']:.3f} ours {x['ours_objective_per_row']:.3f} "
               f"({100 * (x['ours_objective_per_row'] / x['faiss_objective_per_row'] - 1):+.3f}%)")
         print(f"       peak RSS {x['ours_peak_rss_mib']:.0f} MiB = {x['ours_peak_rss_mib'] / matrix_mib:.3f} x matrix "

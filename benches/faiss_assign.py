@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Time faiss's k-means assignment step on the sizes `benches/assign.rs` uses.
 
-The anchor for the CPU backend: faiss at its best on this machine, i.e. run as
+The anchor for the CPU backend: faiss at its best on this machine. The script
+re-runs itself with OPENBLAS_CORETYPE=SkylakeX where the CPU has AVX-512
+(benchlib.ensure_faiss_env), so
 
-    OPENBLAS_CORETYPE=SkylakeX python3 benches/faiss_assign.py --n 200000 --k 5128 --d 768
+    python3 benches/faiss_assign.py --n 200000 --k 5128 --d 768
 
 `--mode flat` (default) times `faiss.IndexFlatL2(d).add(c); index.search(x, 1)`, the
 assignment step of every k-means iteration; `--mode kmeans` times one
@@ -11,58 +13,15 @@ assignment step of every k-means iteration; `--mode kmeans` times one
 subsampling); `--mode both` does both. Each repetition prints one JSON line with
 wall seconds, GFLOP/s (2·N·K·D / s) and the share of the machine that other
 processes used meanwhile (`others`: the box may be shared; distrust figures
-taken with others > 0.1). `--metric ip` uses IndexFlatIP instead.
+taken with others > 0.1). `--metric ip` uses IndexFlatIP instead. The data are
+standard normal rows (the time does not depend on them), as in assign.rs.
 """
 import argparse
 import json
 import os
 import sys
-import time
 
-import numpy as np
-
-
-def cpu_ticks():
-    with open("/proc/stat") as f:
-        v = [int(t) for t in f.readline().split()[1:9]]
-    return sum(v) - v[3] - v[4], sum(v)
-
-
-def self_ticks():
-    t = os.times()
-    return t.user + t.system
-
-
-def wait_quiet(max_frac, window=2.0, timeout=300.0):
-    """Wait until other processes use at most `max_frac` of the machine (the
-    box may be shared); returns the seconds waited."""
-    t0 = time.perf_counter()
-    while True:
-        b0, t_0 = cpu_ticks()
-        time.sleep(window)
-        b1, t_1 = cpu_ticks()
-        if (b1 - b0) / max(1, t_1 - t_0) <= max_frac or time.perf_counter() - t0 > timeout:
-            return round(time.perf_counter() - t0, 1)
-
-
-class Meter:
-    """Wall time, plus the machine's busy share not due to this process."""
-
-    def __enter__(self):
-        self.b0, self.t0 = cpu_ticks()
-        self.s0 = self_ticks()
-        self.w0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = time.perf_counter() - self.w0
-        b1, t1 = cpu_ticks()
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = (b1 - self.b0) / hz
-        total = (t1 - self.t0) / hz
-        mine = self_ticks() - self.s0
-        self.others = max(0.0, busy - mine) / max(total, 1e-9)
-        return False
+import benchlib as bl
 
 
 def main():
@@ -78,8 +37,9 @@ def main():
     p.add_argument("--quiet", type=float, default=None, metavar="FRAC",
                    help="before each timing, wait (up to 5 min) until other processes use <= FRAC of the CPUs")
     a = p.parse_args()
-
+    bl.ensure_faiss_env()
     import faiss
+    import numpy as np
 
     faiss.omp_set_num_threads(a.threads)
     rng = np.random.default_rng(a.seed)
@@ -97,18 +57,18 @@ def main():
     modes = ["flat", "kmeans"] if a.mode == "both" else [a.mode]
     for rep in range(a.reps):
         for mode in modes:
-            waited = wait_quiet(a.quiet) if a.quiet is not None else 0.0
+            waited = bl.wait_quiet(a.quiet)["waited_s"] if a.quiet is not None else 0.0
             if mode == "flat":
                 index = faiss.IndexFlatL2(a.d) if a.metric == "l2" else faiss.IndexFlatIP(a.d)
                 index.add(c)
-                with Meter() as m:
+                with bl.Meter() as m:
                     D, I = index.search(x, 1)
                 del index
             else:
                 km = faiss.Kmeans(a.d, a.k, niter=1, seed=1234 + rep, verbose=False,
                                   max_points_per_centroid=1 << 30,
                                   spherical=a.metric == "ip")
-                with Meter() as m:
+                with bl.Meter() as m:
                     km.train(x)
             print(json.dumps({
                 "impl": "faiss-" + mode, "rep": rep, "s": round(m.wall, 4),

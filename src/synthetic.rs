@@ -1,7 +1,8 @@
-//! The baseline harness's synthetic "RVC-like" data
-//! (`shared/bench/faiss_baseline.py`: `Mixture`, `utterance_lengths`,
-//! `generate_rows`), reproduced from the same NumPy random streams so that
-//! figures measured on either side are about the same matrix.
+//! Synthetic "RVC-like" data, the baseline faiss harness's generator
+//! (`Mixture`, `utterance_lengths`, `generate_rows`), reproduced from the same
+//! NumPy random streams so that figures measured on either side are about the
+//! same matrix. `benches/rvc_synthetic.py` is the NumPy reference (the model
+//! is described there); tests/synthetic.rs compares the two.
 //!
 //! Every random draw is bit-identical to NumPy's (see `numpy_random`). What
 //! is not: `z @ A.T` is a float32 GEMM whose summation order differs from

@@ -10,13 +10,19 @@
         memory, before it was written).
     faiss_helper.py time-read FILE [REPS]
         time faiss.read_index(FILE) (benches/faiss_read.rs times ours).
+    faiss_helper.py verify FILE...
+        load each file with faiss and check its structure through the faiss
+        API (header, quantizer, inverted lists, ids, PQ and fast-scan
+        parameters; see `verify_index`), then that faiss writes the loaded
+        index back to the very same bytes. Prints "FILE: OK" or the problems
+        (one per line, indented); exit status 1 if any file has a problem.
     faiss_helper.py rewrite JOBS.json
         JOBS.json: [{"in": path, "out": path, "recon": npy path or null}, ...].
         For each job: faiss.read_index(in), faiss.write_index(out), then check
         faiss' view of the index against "recon" (the vectors rvc-index says
         the file holds) and run a small search. Prints a JSON list of results.
 
-Nothing here is timed or asserted; the Rust test compares.
+Apart from `verify`, nothing here is timed or asserted; the Rust tests compare.
 """
 
 import json
@@ -212,7 +218,8 @@ def fastscan_decode(base):
 def decodable_ids(ivf):
     """Ids faiss' per-entry fast-scan accessor decodes correctly: it ignores
     the 32-entry group inside a block, so with bbs > 32 only entries whose
-    position in the block is < 32 come out right (faiss-format.md 7.2)."""
+    position in the block is < 32 come out right: entries are interleaved
+    in groups of 32 inside a block)."""
     keep = np.zeros(ivf.ntotal, dtype=bool)
     for l in range(ivf.nlist):
         n = ivf.invlists.list_size(l)
@@ -287,6 +294,129 @@ def rewrite(jobs_path):
     json.dump(results, sys.stdout)
 
 
+def verify_ivf(ivf, path, P):
+    """Structure of an IndexIVF that a faithful writer must produce."""
+    d, ntotal = ivf.d, ivf.ntotal
+    q = faiss.downcast_index(ivf.quantizer)
+    if not isinstance(q, faiss.IndexFlat):
+        P.append("%s: quantizer is %s, not a flat index" % (path, type(q).__name__))
+    if q.ntotal != ivf.nlist:
+        P.append("%s: quantizer holds %d centroids, nlist is %d" % (path, q.ntotal, ivf.nlist))
+    if q.d != d:
+        P.append("%s: quantizer d %d != %d" % (path, q.d, d))
+    if q.metric_type != ivf.metric_type:
+        P.append("%s: quantizer metric differs from the index's" % path)
+    if ivf.nprobe < 1:
+        P.append("%s: nprobe %d < 1" % (path, ivf.nprobe))
+    dm = ivf.direct_map.type
+    if dm not in (faiss.DirectMap.NoMap, faiss.DirectMap.Array):
+        P.append("%s: direct map type %d (only NoMap and Array keep ids = row numbers)" % (path, dm))
+    if dm == faiss.DirectMap.Array and ivf.direct_map.array.size() != ntotal:
+        P.append("%s: direct map has %d entries, ntotal %d" % (path, ivf.direct_map.array.size(), ntotal))
+    inv = faiss.downcast_InvertedLists(ivf.invlists)
+    if inv.nlist != ivf.nlist:
+        P.append("%s: %d inverted lists, nlist %d" % (path, inv.nlist, ivf.nlist))
+        return
+    ids, unsorted = [], 0
+    for l in range(inv.nlist):
+        n = inv.list_size(l)
+        if n:
+            a = faiss.rev_swig_ptr(inv.get_ids(l), n).copy()
+            unsorted += bool(np.any(np.diff(a) <= 0))
+            ids.append(a)
+    ids = np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
+    if len(ids) != ntotal:
+        P.append("%s: lists hold %d entries, ntotal %d" % (path, len(ids), ntotal))
+    elif not np.array_equal(np.sort(ids), np.arange(ntotal)):
+        P.append("%s: ids are not a permutation of 0..ntotal-1" % path)
+    if unsorted:
+        P.append("%s: %d lists are not in ascending id order" % (path, unsorted))
+    if ntotal and not ivf.is_trained:
+        P.append("%s: vectors stored but is_trained is false" % path)
+    if isinstance(ivf, faiss.IndexIVFPQFastScan):
+        pq, M = ivf.pq, ivf.pq.M
+        if pq.d != d or M == 0 or d % M:
+            P.append("%s: PQ d %d, M %d inconsistent with d %d" % (path, pq.d, M, d))
+        if pq.nbits != 4:
+            P.append("%s: fast-scan needs nbits 4, not %d" % (path, pq.nbits))
+        if pq.centroids.size() != pq.d * (1 << pq.nbits):
+            P.append("%s: %d PQ centroid values, expected d * 2^nbits" % (path, pq.centroids.size()))
+        if ivf.M2 != M + (M & 1):
+            P.append("%s: M2 %d is not M rounded up to even" % (path, ivf.M2))
+        if ivf.code_size != ivf.M2 // 2:
+            P.append("%s: code_size %d != M2 / 2" % (path, ivf.code_size))
+        if ivf.bbs <= 0 or ivf.bbs % 32:
+            P.append("%s: bbs %d is not a positive multiple of 32" % (path, ivf.bbs))
+        if not isinstance(inv, faiss.BlockInvertedLists):
+            P.append("%s: fast-scan lists are %s, not blocks" % (path, type(inv).__name__))
+        else:
+            if inv.n_per_block != ivf.bbs:
+                P.append("%s: n_per_block %d != bbs %d" % (path, inv.n_per_block, ivf.bbs))
+            if inv.block_size != ivf.bbs * ivf.M2 // 2:
+                P.append("%s: block_size %d != bbs * M2 / 2" % (path, inv.block_size))
+    elif isinstance(ivf, faiss.IndexIVFFlat):
+        if not isinstance(inv, faiss.ArrayInvertedLists):
+            P.append("%s: IVF-Flat lists are %s, not arrays" % (path, type(inv).__name__))
+        if inv.code_size != 4 * d or ivf.code_size != 4 * d:
+            P.append("%s: code_size %d != 4 * d" % (path, inv.code_size))
+    else:
+        P.append("%s: unexpected IVF kind %s" % (path, type(ivf).__name__))
+
+
+def verify_index(idx, path="index"):
+    """Problems of a loaded index (an empty list: none)."""
+    P = []
+    idx = faiss.downcast_index(idx)
+    if not 1 <= idx.d <= 1 << 20:
+        P.append("%s: d %d outside [1, 2^20]" % (path, idx.d))
+    if idx.ntotal < 0:
+        P.append("%s: negative ntotal" % path)
+    if idx.metric_type not in (faiss.METRIC_L2, faiss.METRIC_INNER_PRODUCT):
+        P.append("%s: metric %d is neither L2 nor inner product" % (path, idx.metric_type))
+    if isinstance(idx, faiss.IndexRefine):
+        base = faiss.downcast_index(idx.base_index)
+        ref = faiss.downcast_index(idx.refine_index)
+        if not isinstance(ref, faiss.IndexFlat):
+            P.append("%s: refine index is %s, not flat" % (path, type(ref).__name__))
+        for name, sub in (("base", base), ("refine", ref)):
+            if sub.ntotal != idx.ntotal or sub.d != idx.d or sub.metric_type != idx.metric_type:
+                P.append("%s: %s index ntotal/d/metric differ from the refine wrapper" % (path, name))
+        if not idx.k_factor >= 1:
+            P.append("%s: k_factor %g < 1" % (path, idx.k_factor))
+        P += verify_index(base, path + ".base")
+    elif isinstance(idx, faiss.IndexIVF):
+        verify_ivf(idx, path, P)
+    elif isinstance(idx, faiss.IndexFlat):
+        if faiss.vector_to_array(idx.codes).size != idx.ntotal * idx.d * 4:
+            P.append("%s: flat storage size != ntotal * d floats" % path)
+    else:
+        P.append("%s: unexpected index kind %s" % (path, type(idx).__name__))
+    return P
+
+
+def verify(paths):
+    bad = 0
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            owner = faiss.read_index(path)
+            P = verify_index(owner, os.path.basename(path))
+            back = faiss.serialize_index(owner).tobytes()
+            if back != data:
+                at = next((i for i, (a, b) in enumerate(zip(back, data)) if a != b),
+                          min(len(back), len(data)))
+                P.append("faiss writes it back differently: %d bytes against %d, first "
+                         "difference at byte %d" % (len(back), len(data), at))
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            P = ["faiss failed: %s: %s" % (type(e).__name__, e)]
+        print("%s: %s" % (path, "OK" if not P else "%d problems" % len(P)))
+        for p in P:
+            print("  - " + p)
+        bad += bool(P)
+    return 1 if bad else 0
+
+
 def time_read(path, reps):
     """Time faiss.read_index(path): prints min and median seconds over reps."""
     import time
@@ -313,6 +443,8 @@ def main(argv):
     if argv[:1] == ["gen"] and len(argv) == 2:
         gen(argv[1])
         return 0
+    if argv[:1] == ["verify"] and len(argv) >= 2:
+        return verify(argv[1:])
     if argv[:1] == ["rewrite"] and len(argv) == 2:
         rewrite(argv[1])
         return 0

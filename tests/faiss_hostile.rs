@@ -137,7 +137,8 @@ fn get_u64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-// Layout of the IVF common part (faiss-format.md §2, §4).
+// Layout of the IVF common part: fourcc, the index header (d, ntotal, two
+// dummies, is_trained, metric), then nlist and nprobe; little-endian, packed.
 const NTOTAL: usize = 8;
 const IS_TRAINED: usize = 32;
 const METRIC: usize = 33;

@@ -285,3 +285,92 @@ fn files_we_write_load_in_faiss_and_come_back_identical() {
         );
     }
 }
+
+/// `faiss_helper.py verify` (the file check the train tests run on what
+/// `train` writes) passes a faithful file and names each kind of defect.
+#[test]
+fn verify_passes_faithful_files_and_names_defects() {
+    use faiss_support::{IvfSpec, ivf_flat, ivf_pqfs};
+    for (py, version) in pythons() {
+        let dir = faiss_support::test_dir();
+        let good = ivf_flat(&IvfSpec::new(120, 8, 6, Metric::L2));
+        let Index::IvfFlat(flat) = &good else {
+            unreachable!()
+        };
+        let long = flat.lists.iter().position(|l| l.ids.len() >= 2).unwrap();
+        let other = (0..flat.lists.len())
+            .find(|&l| l != long && !flat.lists[l].ids.is_empty())
+            .unwrap();
+        let edit = |f: &dyn Fn(&mut rvc_index::faiss::IvfFlat)| {
+            let mut i = flat.clone();
+            f(&mut i);
+            index_to_bytes(&Index::IvfFlat(i)).unwrap()
+        };
+        // Our writer refuses a repeated id, so patch one into the bytes: the
+        // ids of a list are stored together, as little-endian i64.
+        let mut duplicate = index_to_bytes(&good).unwrap();
+        let ids: Vec<u8> = flat.lists[long]
+            .ids
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        let at = duplicate
+            .windows(ids.len())
+            .position(|w| w == ids.as_slice())
+            .unwrap();
+        duplicate[at..at + 8].copy_from_slice(&flat.lists[other].ids[0].to_le_bytes());
+        let mut dummy = index_to_bytes(&good).unwrap();
+        // fourcc, d (i32), ntotal (i64), then the first dummy field (i64).
+        dummy[16] ^= 1;
+        // After the header (fourcc, d, ntotal, two dummies, is_trained,
+        // metric: 37 bytes) come nlist and nprobe (i64 each); ours refuses 0.
+        let mut nprobe0 = index_to_bytes(&good).unwrap();
+        assert_eq!(nprobe0[45..53], 1i64.to_le_bytes());
+        nprobe0[45..53].copy_from_slice(&0i64.to_le_bytes());
+        let pq = faiss_support::PqSpec {
+            ivf: IvfSpec::new(300, 8, 4, Metric::L2),
+            m: 4,
+            by_residual: true,
+            bbs: 64,
+            refine: Some(2.0),
+        };
+        let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+            ("good_flat", index_to_bytes(&good).unwrap(), None),
+            ("good_pqfs", index_to_bytes(&ivf_pqfs(&pq)).unwrap(), None),
+            (
+                "descending",
+                edit(&|i| i.lists[long].ids.swap(0, 1)),
+                Some("ascending id order"),
+            ),
+            ("duplicate", duplicate, Some("not a permutation")),
+            (
+                "sparse_table",
+                edit(&|i| i.size_table = rvc_index::faiss::SizeTable::Sparse),
+                Some("writes it back differently"),
+            ),
+            ("dummy", dummy, Some("writes it back differently")),
+            ("nprobe0", nprobe0, Some("nprobe 0 < 1")),
+        ];
+        for (name, bytes, want) in cases {
+            let file = dir.path().join(format!("{name}.index"));
+            fs::write(&file, bytes).unwrap();
+            let o = std::process::Command::new(py)
+                .arg(faiss_support::helper_script())
+                .arg("verify")
+                .arg(&file)
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            match want {
+                None => assert!(
+                    o.status.success() && out.trim_end().ends_with(": OK"),
+                    "{name} ({version}): {out}"
+                ),
+                Some(msg) => assert!(
+                    o.status.code() == Some(1) && out.contains(msg),
+                    "{name} ({version}) should report {msg:?}: {out}"
+                ),
+            }
+        }
+    }
+}

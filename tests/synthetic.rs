@@ -1,7 +1,9 @@
-//! The synthetic data generator against NumPy and the baseline harness
-//! itself (`../shared/bench/faiss_baseline.py`, run through `python3`).
-//! Random draws must be bit-identical; generated rows agree to float32
-//! rounding of the `z @ A.T` product.
+//! The synthetic data generator against NumPy: raw draws and distributions
+//! against `numpy.random` itself, the mixture and its rows against the
+//! project's NumPy reference (`benches/rvc_synthetic.py`, run through
+//! `python3`), and a few values recorded once from the baseline harness
+//! whose data both reproduce. Random draws must be bit-identical; generated
+//! rows agree to float32 rounding of the `z @ A.T` product.
 
 mod common;
 
@@ -11,11 +13,12 @@ use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 use rvc_index::synthetic::{self, Generator, Mixture, pairwise_sum};
 
-const HARNESS: &str = r#"
+const PRELUDE: &str = r#"
 import os, sys
-sys.path.insert(0, os.path.join(sys.argv[1], "..", "shared", "bench"))
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(sys.argv[1], "benches"))
 import numpy as np
-import faiss_baseline as fb
+import rvc_synthetic as ref
 out = sys.argv[2]
 "#;
 
@@ -23,9 +26,9 @@ fn manifest() -> &'static str {
     env!("CARGO_MANIFEST_DIR")
 }
 
-/// Run `body` after the harness import; `out` is the folder it writes to.
+/// Run `body` after the reference import; `out` is the folder it writes to.
 fn py(body: &str, out: &Path) -> bool {
-    let script = format!("{HARNESS}\n{body}");
+    let script = format!("{PRELUDE}\n{body}");
     common::python(&script, &[manifest(), out.to_str().unwrap()]).is_some()
 }
 
@@ -169,14 +172,14 @@ for n in lens:
 }
 
 #[test]
-fn utterance_lengths_match_harness() {
+fn utterance_lengths_match_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let ns = [0usize, 1, 99, 100, 150, 201, 12_345, 200_000];
     let seeds = [0u64, 3];
     let body = r#"
 for seed in [0, 3]:
     for n in [0, 1, 99, 100, 150, 201, 12345, 200000]:
-        np.save(os.path.join(out, f"l{seed}_{n}.npy"), fb.utterance_lengths(n, seed).astype(np.int64))
+        np.save(os.path.join(out, f"l{seed}_{n}.npy"), ref.utterance_lengths(n, seed).astype(np.int64))
 "#;
     if !py(body, tmp.path()) {
         return;
@@ -202,11 +205,11 @@ const MIXTURES: &[(usize, usize, usize, usize, u64)] = &[
 ];
 
 #[test]
-fn mixture_parameters_match_harness() {
+fn mixture_parameters_match_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let body = r#"
 for i, (d, c, s, l, seed) in enumerate([(16, 4096, 64, 48, 0), (768, 4096, 64, 48, 1), (256, 300, 7, 20, 42)]):
-    m = fb.Mixture(d, c, s, l, seed)
+    m = ref.Mixture(d, c, s, l, seed)
     for k in ["A", "m0", "eps_sd", "u", "v_sd", "cdf"]:
         np.save(os.path.join(out, f"{i}_{k}.npy"), getattr(m, k))
 "#;
@@ -275,14 +278,14 @@ fn max_rel_err(ours: &Array2<f32>, theirs: &Array2<f32>) -> f64 {
 }
 
 #[test]
-fn database_and_queries_match_harness() {
+fn database_and_queries_match_reference() {
     let tmp = tempfile::tempdir().unwrap();
     // 70 000 rows cross a GEN_CHUNK boundary; d = 16 < latent exercises r = d.
     let body = r#"
 for name, n, d, seed, stream in [("db_16", 70000, 16, 0, 1), ("db_768", 3000, 768, 1, 1),
                                  ("q_768", 700, 768, 0, 2), ("q_16", 70000, 16, 2, 2)]:
-    mix = fb.Mixture(d, 4096, 64, 48, seed)
-    np.save(os.path.join(out, name + ".npy"), fb.generate_rows(mix, n, seed, stream))
+    rows = ref.database(n, d, seed) if stream == 1 else ref.queries(n, d, seed)
+    np.save(os.path.join(out, name + ".npy"), rows)
 "#;
     if !py(body, tmp.path()) {
         return;
@@ -369,7 +372,7 @@ fn chunks_do_not_depend_on_threads() {
 const GEN: usize = synthetic::GEN_CHUNK;
 
 #[test]
-fn cache_key_matches_harness() {
+fn cache_key_matches_harness_and_reference() {
     // Folder names the harness itself created (its cache listing).
     assert_eq!(
         synthetic::cache_key(200_000, 768, 0),
@@ -381,11 +384,10 @@ fn cache_key_matches_harness() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let body = r#"
-import argparse
+assert ref.cache_key(200000, 768, 0) == "syn_n200000_d768_s0_a2e0e02b6f"
 with open(os.path.join(out, "keys.txt"), "w") as f:
     for n, d, seed in [(1, 1, 0), (123456, 256, 7), (10**7, 768, 2**40)]:
-        a = argparse.Namespace(n=n, d=d, seed=seed, centers=4096, super_centers=64, latent=48)
-        f.write(fb.synthetic_key(a) + "\n")
+        f.write(ref.cache_key(n, d, seed) + "\n")
 "#;
     if !py(body, tmp.path()) {
         return;
@@ -416,5 +418,98 @@ fn normal_f32_fill_equals_single_draws() {
                 assert_eq!(a.next_u64(), b.next_u64());
             }
         }
+    }
+}
+
+/// (n, d, seed, stream, first three values of rows 0, n/2 and n−1, sum of
+/// |x| over the whole matrix, labels of the first 40 rows of chunk 0), as
+/// the baseline harness's NumPy generator printed them (faiss-cpu 1.15.1,
+/// NumPy 2.4); no Python needed here.
+type Recorded = (usize, usize, u64, u64, [[f32; 3]; 3], f64, [u32; 40]);
+const RECORDED: &[Recorded] = &[
+    (
+        2000,
+        16,
+        0,
+        1,
+        [
+            [1.180_309_5, 0.161_459_57, -4.090_948],
+            [-0.884_107_1, 0.985_208_9, -1.673_035_6],
+            [-2.726_821_7, 0.546_789_7, -0.739_89],
+        ],
+        59196.0673709549,
+        [
+            1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507, 1507,
+            147, 147, 147, 147, 147, 1618, 1618, 1618, 1618, 1265, 1265, 1265, 1265, 1265, 2954,
+            1976, 1976, 1976, 1976, 1976, 833, 833, 833, 833, 833, 833,
+        ],
+    ),
+    (
+        300,
+        768,
+        1,
+        1,
+        [
+            [0.346_632_2, 2.909_660_6, -4.375_899_3],
+            [4.663_518_4, 1.192_460_4, -1.384_314_5],
+            [-0.524_398_3, 1.327_351_6, 0.645_444_9],
+        ],
+        384147.61216265033,
+        [
+            3079, 3079, 3079, 3079, 3518, 3518, 3518, 3518, 4029, 4029, 4029, 4029, 4029, 4029,
+            4029, 4029, 4029, 4029, 1796, 1796, 1796, 1287, 1287, 114, 3068, 547, 2962, 2962, 2962,
+            2962, 2962, 2962, 2937, 2937, 2937, 2937, 2937, 2937, 2937, 2937,
+        ],
+    ),
+    (
+        500,
+        256,
+        7,
+        2,
+        [
+            [-0.224_785_37, -1.235_549_4, -0.689_166_6],
+            [-0.747_157_4, -0.683_253_2, -0.127_580_99],
+            [1.414_401, -3.828_531_5, 0.322_417_77],
+        ],
+        192735.51667360356,
+        [
+            4055, 4055, 3166, 3166, 3166, 3166, 3166, 3166, 3166, 3166, 3166, 3166, 2934, 2934,
+            2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934,
+            2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934, 2934,
+        ],
+    ),
+];
+
+#[test]
+fn rows_match_values_recorded_from_the_harness() {
+    for &(n, d, seed, stream, values, abs_sum, labels) in RECORDED {
+        let m = Mixture::harness(d, seed).unwrap();
+        let mut g = Generator::new(&[seed, stream, 0]);
+        assert_eq!(
+            m.labels(&mut g, 40),
+            labels,
+            "labels n {n} d {d} seed {seed}"
+        );
+        let x = if stream == synthetic::STREAM_DATABASE {
+            synthetic::database(n, d, seed).unwrap()
+        } else {
+            synthetic::queries(n, d, seed).unwrap()
+        };
+        assert_eq!(x.dim(), (n, d));
+        for (row, want) in [0, n / 2, n - 1].into_iter().zip(values) {
+            for (j, w) in want.into_iter().enumerate() {
+                let v = x[[row, j]];
+                // float32 GEMM rounding: a few ulps of the row's scale (< 10).
+                assert!(
+                    (v - w).abs() <= 1e-5,
+                    "n {n} d {d} seed {seed} row {row} col {j}: {v} vs harness {w}"
+                );
+            }
+        }
+        let ours: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
+        assert!(
+            (ours - abs_sum).abs() <= 1e-7 * abs_sum,
+            "n {n} d {d} seed {seed}: sum |x| {ours} vs harness {abs_sum}"
+        );
     }
 }

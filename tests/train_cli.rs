@@ -18,7 +18,7 @@ fn train_json(args: &[&str]) -> serde_json::Value {
 
 const CHECK_ADDED: &str = r#"
 import sys, subprocess, numpy as np, faiss
-added, trained, total, dump = sys.argv[1:5]
+added, trained, total, helper = sys.argv[1:5]
 x = np.load(total)
 ix = faiss.read_index(added)
 ivf = faiss.extract_index_ivf(ix)
@@ -50,9 +50,8 @@ assert np.allclose(d_ours, d_faiss, rtol=1e-5, atol=1e-5), (diff, d_ours, d_fais
 t = faiss.read_index(trained)
 assert t.ntotal == 0 and t.is_trained and faiss.extract_index_ivf(t).nprobe == 1
 assert np.array_equal(faiss.extract_index_ivf(t).quantizer.reconstruct_n(0, nlist), cent)
-for f in (added, trained):
-    r = subprocess.run([sys.executable, dump, f, "--check"], capture_output=True, text=True)
-    assert r.returncode == 0 and "check: OK" in r.stdout, r.stdout + r.stderr
+r = subprocess.run([sys.executable, helper, "verify", added, trained], capture_output=True, text=True)
+assert r.returncode == 0 and r.stdout.count(": OK\n") == 2, r.stdout + r.stderr
 print("OK", nlist, len(diff))
 "#;
 
@@ -83,7 +82,7 @@ fn added_index_loads_in_faiss_with_rvc_contract() {
             exp.join(&added).to_str().unwrap(),
             exp.join(&trained).to_str().unwrap(),
             exp.join("total_fea.npy").to_str().unwrap(),
-            faiss_dump().to_str().unwrap(),
+            faiss_helper().to_str().unwrap(),
         ],
     );
     if let Some(out) = out {
@@ -326,7 +325,7 @@ fn gpu_backend_builds_an_equivalent_index() {
                 .to_str()
                 .unwrap(),
             b.join("total_fea.npy").to_str().unwrap(),
-            faiss_dump().to_str().unwrap(),
+            faiss_helper().to_str().unwrap(),
         ],
     );
     if let Some(out) = out {

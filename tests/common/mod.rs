@@ -79,8 +79,11 @@ pub fn python(script: &str, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-pub fn faiss_dump() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/faiss_dump.py")
+/// tests/faiss_helper.py: `faiss_helper.py verify FILE...` checks files
+/// with real faiss (structure through the faiss API, and that faiss writes
+/// them back byte for byte).
+pub fn faiss_helper() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faiss_helper.py")
 }
 
 /// Every file directly inside `dir`, sorted.
