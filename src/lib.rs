@@ -9,6 +9,7 @@ pub mod error;
 pub mod faiss;
 pub mod index;
 pub mod io;
+pub mod limits;
 pub mod metric;
 pub mod progress;
 pub mod qe;

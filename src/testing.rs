@@ -2,7 +2,9 @@
 //!
 //! With `RVC_INDEX_PAUSE_AT=<point>` set, reaching `<point>` creates the file
 //! named by `RVC_INDEX_PAUSE_MARKER` (if set) and then sleeps, so a test can
-//! SIGKILL the process at a known place. Release builds compile this away.
+//! kill the process at a known place. With `RVC_INDEX_FAIL_AT=<point>`,
+//! [`fail_point`] returns an I/O error there ("no space left on device"), as
+//! a full disk would. Release builds compile both away.
 
 #[inline]
 pub fn pause_point(point: &str) {
@@ -17,4 +19,18 @@ pub fn pause_point(point: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = point;
+}
+
+#[inline]
+pub fn fail_point(point: &str) -> std::io::Result<()> {
+    #[cfg(debug_assertions)]
+    if std::env::var("RVC_INDEX_FAIL_AT").is_ok_and(|p| p == point) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left on device (injected)",
+        ));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+    Ok(())
 }

@@ -67,9 +67,11 @@ fn added_index_loads_in_faiss_with_rvc_contract() {
     let names = listing(&exp);
     let added = "added_IVF38_Flat_nprobe_1_voice_v2.index".to_string();
     let trained = "trained_IVF38_Flat_nprobe_1_voice_v2.index".to_string();
+    // RVC's three files, and the manifest of the set (hidden, see batch).
     assert_eq!(
         names,
         vec![
+            ".rvc-index-manifest.json".to_string(),
             "3_feature768".to_string(),
             added.clone(),
             "total_fea.npy".into(),

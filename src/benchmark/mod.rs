@@ -47,6 +47,17 @@ impl DataSource {
         if n == 0 || d == 0 {
             return Err(bad());
         }
+        if d > crate::io::features::MAX_DIM {
+            return Err(Error::Invalid(format!(
+                "--synthetic {s:?}: at most {} columns are supported",
+                crate::io::features::MAX_DIM
+            )));
+        }
+        let bytes = (n as u128).checked_mul(d as u128).map(|v| v * 4);
+        crate::limits::check_fits(
+            &format!("--synthetic {n},{d} ({n} rows of {d} float32)"),
+            bytes,
+        )?;
         Ok(DataSource::Synthetic { n, d, seed })
     }
 }

@@ -51,7 +51,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub nprobe: Vec<usize>,
     /// Neighbours per query.
-    #[arg(short, default_value_t = 8)]
+    /// Neighbours per query, 1 to 2048.
+    #[arg(short, default_value_t = 8, value_parser = crate::limits::parse_bounded(crate::limits::MAX_K))]
     pub k: usize,
     /// Query rows.
     #[arg(long, default_value_t = 10_000)]

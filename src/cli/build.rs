@@ -46,10 +46,10 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = MetricArg::L2)]
     pub metric: MetricArg,
     /// nprobe stored in the file (searches use it unless told otherwise).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::limits::parse_bounded(1 << 20))]
     pub nprobe: usize,
-    /// k-means iterations of the coarse quantizer (IVF kinds; faiss: 10).
-    #[arg(long, default_value_t = 10)]
+    /// k-means iterations of the coarse quantizer (IVF kinds; faiss: 10), at most 10000.
+    #[arg(long, default_value_t = 10, value_parser = crate::limits::parse_bounded(crate::limits::MAX_NITER))]
     pub niter: usize,
     /// Output index file, written whole or not at all.
     #[arg(short, long)]

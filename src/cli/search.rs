@@ -27,7 +27,8 @@ pub struct SearchArgs {
     pub index: PathBuf,
     /// Queries: a 2-D .npy matrix.
     pub queries: PathBuf,
-    #[arg(short, default_value_t = 8)]
+    /// Neighbours per query, 1 to 2048.
+    #[arg(short, default_value_t = 8, value_parser = crate::limits::parse_bounded(crate::limits::MAX_K))]
     pub k: usize,
     /// Lists probed per query (default: the value stored in the file).
     #[arg(long)]

@@ -52,8 +52,8 @@ pub struct SettingsArgs {
     #[arg(long, default_value = "1", value_parser = parse_nprobe)]
     pub nprobe: Nprobe,
     /// k-means iterations of the coarse quantizer, for every IVF kind (faiss
-    /// trains IVF quantizers with 10).
-    #[arg(long, default_value_t = 10)]
+    /// trains IVF quantizers with 10), at most 10000.
+    #[arg(long, default_value_t = 10, value_parser = crate::limits::parse_bounded(crate::limits::MAX_NITER))]
     pub niter: usize,
     /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
@@ -72,6 +72,13 @@ pub struct SettingsArgs {
 
 impl SettingsArgs {
     pub fn options(&self) -> Result<TrainOptions> {
+        if let (Some(n), Some(f)) = (self.nlist, self.factory)
+            && f.fixed_nlist().is_some_and(|k| k != n)
+        {
+            return Err(crate::Error::Invalid(format!(
+                "--nlist {n} contradicts --factory {f}: give the list count once"
+            )));
+        }
         Ok(TrainOptions {
             seed: self.seed,
             nlist: self.nlist,

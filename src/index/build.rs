@@ -164,6 +164,7 @@ pub fn train_kmeans(
     progress: &Progress,
 ) -> Result<KmeansResult> {
     let kp = params.kmeans(nlist);
+    crate::limits::check_range("k-means iterations", kp.niter, 1, crate::limits::MAX_NITER)?;
     let bar = progress.bar(kp.niter as u64, "k-means");
     let km = kmeans::train(backend, x, &kp, |s| {
         bar.set_message(format!("objective {:.6e}", s.objective));

@@ -181,6 +181,17 @@ impl Factory {
     }
 
     /// The same factory with its list count fixed.
+    /// The list count the string fixes (`IVF256,…`), if any.
+    pub fn fixed_nlist(&self) -> Option<usize> {
+        match self {
+            Factory::Ivf {
+                nlist: Nlist::Fixed(k),
+                ..
+            } => Some(*k),
+            _ => None,
+        }
+    }
+
     pub fn with_nlist(self, n: usize) -> Factory {
         match self {
             Factory::Ivf { codec, refine, .. } => Factory::Ivf {

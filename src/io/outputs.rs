@@ -116,8 +116,11 @@ pub(crate) fn write_temp(
     let (tmp, mut file) = Temp::create(dest)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, &mut file);
-        fill(&mut w).map_err(|e| Error::io(dest, e))?;
-        crate::testing::pause_point(&format!("writing:{}", file_name(dest)));
+        let point = format!("writing:{}", file_name(dest));
+        fill(&mut w)
+            .and_then(|()| crate::testing::fail_point(&point))
+            .map_err(|e| Error::io(dest, e))?;
+        crate::testing::pause_point(&point);
         w.flush().map_err(|e| Error::io(dest, e))?;
     }
     set_permissions(&file, dest).map_err(|e| Error::io(dest, e))?;

@@ -236,33 +236,36 @@ fn factory_of(opts: &TrainOptions, nlist: usize) -> Factory {
 }
 
 /// RVC names the feature folder after the width (`3_feature768` for v2,
-/// `3_feature256` for v1) and the index after the version: features of the
-/// other width in a folder of that name would give a wrongly named index.
+/// `3_feature256` for v1) and the index after the version: v1 features in
+/// the v2 folder (or the reverse) would give a wrongly named index, so that
+/// is refused; with `--feature-dir` elsewhere it is only a warning. Other
+/// widths are not RVC features, and are indexed as they are.
 fn check_width(exp: &Experiment, d: usize, progress: &Progress) -> Result<()> {
-    let expected = match exp.version {
-        Version::V1 => 256,
-        Version::V2 => 768,
+    let (expected, other, other_version) = match exp.version {
+        Version::V1 => (256, 768, Version::V2),
+        Version::V2 => (768, 256, Version::V1),
     };
-    let folder = exp.feature_dir.file_name().unwrap_or_default();
-    let named = [Version::V1, Version::V2]
-        .iter()
-        .any(|v| folder == v.feature_folder());
-    if d == expected {
+    if d != other {
         return Ok(());
     }
-    if named {
+    let folder = exp.feature_dir.file_name().unwrap_or_default();
+    if folder == exp.version.feature_folder() {
         return Err(Error::bad_input(
             &exp.feature_dir,
             format!(
-                "features are {d} wide, but this folder holds {} features ({expected} wide);                  move them to the matching folder or pass --feature-dir with --version",
-                exp.version.as_str()
+                "features are {d} wide (RVC {}), but this is the {} folder ({expected} wide); \
+                 move them to {} or pass --version {}",
+                other_version.as_str(),
+                exp.version.as_str(),
+                other_version.feature_folder(),
+                other_version.as_str()
             ),
         ));
     }
     progress.warn(&format!(
-        "{}: features are {d} wide, not the {expected} of RVC {}; the index is named {}",
+        "{}: features are {d} wide (RVC {}), indexed as {} because of --version",
         exp.feature_dir.display(),
-        exp.version.as_str(),
+        other_version.as_str(),
         exp.version.as_str()
     ));
     Ok(())
