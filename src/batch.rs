@@ -69,6 +69,23 @@ pub struct BatchOptions {
     pub exclude: Vec<String>,
     pub force: bool,
     pub dry_run: bool,
+    /// `(i, n)`: only the experiments at positions `i - 1`, `i - 1 + n`, …
+    /// of the name-sorted list (after `only` and `exclude`), `1 ≤ i ≤ n`.
+    pub shard: Option<(usize, usize)>,
+}
+
+/// Parse `I/N` (`1 ≤ I ≤ N`).
+pub fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("expected I/N with 1 <= I <= N, e.g. 1/4, got {s:?}");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
 }
 
 fn name_of(p: &Path) -> String {
@@ -100,6 +117,14 @@ pub fn run(
         let n = name_of(d);
         (opts.only.is_empty() || opts.only.contains(&n)) && !opts.exclude.contains(&n)
     });
+    if let Some((i, n)) = opts.shard {
+        dirs = dirs
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| j % n == i - 1)
+            .map(|(_, d)| d)
+            .collect();
+    }
 
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut todo: Vec<(usize, Experiment, String)> = Vec::new();
@@ -230,4 +255,16 @@ fn build_one(
         return Ok(None);
     }
     rvc::build(backend, p, settings, progress, &lock).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(super::parse_shard("1/4"), Ok((1, 4)));
+        assert_eq!(super::parse_shard("4/4"), Ok((4, 4)));
+        for bad in ["0/4", "5/4", "1", "a/b", "1/0", "-1/3"] {
+            assert!(super::parse_shard(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -12,10 +12,12 @@ use crate::{Error, Result};
 #[command(after_help = "Example:\n  rvc-index batch logs/ --exclude mute\n\n\
 Every folder under LOGS that holds 3_feature768/ or 3_feature256/ with .npy files is an \
 experiment. Each built experiment records a manifest (.rvc-index-manifest.json) of its \
-settings and feature files (names, sizes, modification times, content hashes); a later run \
-skips experiments whose features and settings are unchanged and whose outputs are intact. \
-A failed experiment is reported and the others go on; the exit code is 1 if any failed. \
-Interrupted runs resume: outputs are written atomically and the manifest last.")]
+settings, feature files and outputs (names, sizes, modification times, content hashes); a \
+later run skips experiments whose features and settings are unchanged and whose outputs are \
+intact (a file whose time changed is re-hashed). A failed experiment is reported and the \
+others go on; the exit code is 1 if any failed. Each experiment is built under a lock and its \
+outputs are committed as one set, so runs may overlap (--shard spreads one logs/ folder over \
+a job array) and an interrupted run resumes where it stopped.")]
 pub struct BatchArgs {
     /// Folder of experiments, e.g. logs/.
     pub logs: PathBuf,
@@ -25,6 +27,12 @@ pub struct BatchArgs {
     /// Skip these experiments (comma-separated folder names).
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
+    /// Only a stable share of the experiments: the I-th of every N in name
+    /// order (1 <= I <= N), for a job array sharing one logs/ folder, e.g.
+    /// `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`. Overlapping
+    /// shards are safe: each experiment is built under its own lock.
+    #[arg(long, value_name = "I/N", value_parser = batch::parse_shard)]
+    pub shard: Option<(usize, usize)>,
     /// Rebuild even when up to date.
     #[arg(long)]
     pub force: bool,
@@ -68,6 +76,7 @@ pub fn run(a: &BatchArgs) -> Result<()> {
         exclude: a.exclude.clone(),
         force: a.force,
         dry_run: a.dry_run,
+        shard: a.shard,
     };
     // The backend (GPU context or CPU thread pool) is opened once for the batch.
     let backend = a.common.backend(&progress)?;
