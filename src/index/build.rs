@@ -145,7 +145,7 @@ pub fn build(
             let pq = pq::train(backend, x.view(), m)?;
             stages.pq_train = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let codes = backend.pq_encode(&pq, x.view())?;
+            let codes = pq::encode_with(backend, &pq, x.view())?;
             stages.encode = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let lists = ids

@@ -4,7 +4,6 @@ pub mod blend;
 pub mod build;
 pub mod factory;
 pub mod pq;
-pub mod scan;
 pub mod search;
 
 pub use factory::Factory;

@@ -1,20 +1,21 @@
-//! Host side of `shaders/search.wgsl`: whole-index search on the device.
+//! Host side of `shaders/list_scan.wgsl`: the list-scan primitives
+//! (`knn`, `search_flat_lists`, `search_pq_lists`, `refine`) on the device.
 //!
-//! Every stage is the same "score segments, keep k per segment, merge to k
-//! per query" pipeline ([`select`]) over different data: the coarse
-//! quantizer's centroids (→ `nprobe` lists per query), the probed lists'
-//! vectors (IVF-Flat, Flat) or packed 4-bit codes with per-query 8-bit
-//! tables (PQ fast-scan), and for `RFlat` each query's candidates' raw
-//! vectors. Ties are broken as the host search breaks them, so results equal
-//! `index::search`'s host path: exactly for PQ scores (integer table sums),
-//! up to float rounding for exact distances.
+//! Every primitive is the same "score segments, keep k per segment, merge to
+//! k per query" pipeline ([`Searcher::select`]) over different data: a
+//! database's rows (`knn`, which also serves the coarse quantizer), the
+//! probed lists' vectors, the probed lists' packed 4-bit codes with
+//! per-query 8-bit tables, or each query's candidates' raw vectors
+//! (`refine`). Ties are broken as the CPU kernels break them, so results
+//! equal theirs: exactly for PQ scores (integer table sums), up to float
+//! rounding for exact distances. Each primitive answers `None` for what the
+//! kernels do not cover (k above [`MAX_K`], ids that do not fit 32 bits, …).
 
 use ndarray::{Array2, ArrayView2};
 
 use super::context::{Gpu, bind, round_up, upload_rows};
-use crate::compute::knn::Neighbours;
-use crate::faiss::{Index, Ivf};
-use crate::index::search::{lut, quantize_lut};
+use crate::compute::lists::{FastScan, List, PqTables, check_lists};
+use crate::compute::neighbours::Neighbours;
 use crate::{Error, Metric, Result};
 
 /// Largest k (and nprobe, and k·k_factor) the device selection handles.
@@ -62,19 +63,19 @@ struct Item {
     _pad: [u32; 3],
 }
 
-pub(crate) struct SearchKernel {
+pub(crate) struct ListScanKernel {
     layout: wgpu::BindGroupLayout,
     scan_flat: wgpu::ComputePipeline,
     scan_pq: wgpu::ComputePipeline,
     merge: wgpu::ComputePipeline,
 }
 
-impl SearchKernel {
+impl ListScanKernel {
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        gpu.checked("compiling search.wgsl", || {
+        gpu.checked("compiling list_scan.wgsl", || {
             let (layout, mut p) = gpu.kernel(
-                "search.wgsl",
-                include_str!("../../../shaders/search.wgsl").into(),
+                "list_scan.wgsl",
+                include_str!("../../../shaders/list_scan.wgsl").into(),
                 true,
                 &[true, true, true, true, true, false],
                 &["scan_flat", "scan_pq", "merge"],
@@ -82,7 +83,7 @@ impl SearchKernel {
             let merge = p.pop().expect("merge");
             let scan_pq = p.pop().expect("scan_pq");
             let scan_flat = p.pop().expect("scan_flat");
-            SearchKernel {
+            ListScanKernel {
                 layout,
                 scan_flat,
                 scan_pq,
@@ -134,7 +135,7 @@ struct HostList<'a, T> {
 
 pub(crate) struct Searcher<'a> {
     pub gpu: &'a Gpu,
-    pub kernel: &'a SearchKernel,
+    pub kernel: &'a ListScanKernel,
     pub max_binding: u64,
 }
 
@@ -555,23 +556,6 @@ impl Searcher<'_> {
         }
         Ok(out)
     }
-
-    /// The `nprobe` nearest lists of every query (coarse quantizer on the device).
-    fn coarse(&self, ivf: &Ivf, queries: ArrayView2<f32>, nprobe: usize) -> Result<Vec<Vec<u32>>> {
-        let nlist = ivf.quantizer.ntotal();
-        let list = HostList {
-            data: &ivf.quantizer.xb[..],
-            ties: (0..nlist as u32).collect(),
-        };
-        let dp4 = ivf.d.div_ceil(4).max(1);
-        let (chunks, segs) = self.flat_chunks(&[list], ivf.d, dp4)?;
-        let per_query = vec![segs[0].clone(); queries.nrows()];
-        let found = self.select_flat(ivf.metric, nprobe, queries, &chunks, &per_query)?;
-        Ok(found
-            .into_iter()
-            .map(|v| v.into_iter().map(|(_, t)| t).collect())
-            .collect())
-    }
 }
 
 /// Result of one stage: per query, `(score, id)` best first.
@@ -602,222 +586,149 @@ fn flat_ok(d: usize) -> bool {
     d.div_ceil(4).max(1) <= LOOP_BUDGET
 }
 
-/// Search `index` on the device; `None` for what the kernels do not cover.
-pub(crate) fn search_index(
-    s: &Searcher<'_>,
-    index: &Index,
-    queries: ArrayView2<f32>,
-    k: usize,
-    nprobe: Option<usize>,
-) -> Option<Result<Neighbours>> {
-    if k == 0 || k > MAX_K || queries.nrows() == 0 || !flat_ok(index.d()) {
-        return None;
-    }
-    if queries.ncols() != index.d() {
-        return Some(Err(Error::Invalid(format!(
-            "queries have {} columns but the index holds {}-dimensional vectors",
-            queries.ncols(),
-            index.d()
-        ))));
-    }
-    let queries = queries.as_standard_layout();
-    let metric = index.metric();
-    let found = search_scored(s, index, queries.view(), k, nprobe)?;
-    Some(found.map(|f| to_neighbours(f, k, metric)))
+/// Whether `k` and the probes per query are within what the selection holds.
+fn covered(k: usize, nq: usize, probes: usize) -> bool {
+    k > 0 && k <= MAX_K && nq > 0 && probes <= MAX_K
 }
 
-fn search_scored(
-    s: &Searcher<'_>,
-    index: &Index,
-    queries: ArrayView2<f32>,
-    k: usize,
-    nprobe: Option<usize>,
-) -> Option<Result<Scored>> {
-    let metric = index.metric();
-    match index {
-        Index::Flat(f) => {
-            if f.xb.len() != f.ntotal() * f.d {
-                return None;
-            }
-            let ties = ties(&(0..f.ntotal() as i64).collect::<Vec<_>>(), false)?;
-            Some(flat_lists(
-                s,
-                metric,
-                f.d,
-                &[(&f.xb[..], ties)],
-                queries,
-                k,
-                |_| vec![0],
-            ))
-        }
-        Index::IvfFlat(ix) => {
-            let np = nprobe
-                .unwrap_or(ix.ivf.nprobe)
-                .min(ix.ivf.quantizer.ntotal())
-                .max(1);
-            let d = ix.ivf.d;
-            // Malformed lists are left to the host path, which reports them.
-            if np > MAX_K
-                || ix.ivf.quantizer.ntotal() != ix.lists.len()
-                || ix.lists.is_empty()
-                || ix.lists.iter().any(|l| l.codes.len() != l.ids.len() * d)
-            {
-                return None;
-            }
-            let lists: Option<Vec<(&[f32], Vec<u32>)>> = ix
-                .lists
-                .iter()
-                .map(|l| Some((&l.codes[..], ties(&l.ids, false)?)))
-                .collect();
-            let lists = lists?;
-            Some((|| {
-                let probes = s.coarse(&ix.ivf, queries, np)?;
-                flat_lists(s, metric, ix.ivf.d, &lists, queries, k, |q| {
-                    probes[q].iter().map(|&l| l as usize).collect()
-                })
-            })())
-        }
-        Index::IvfPqFastScan(ix) => {
-            let np = nprobe
-                .unwrap_or(ix.ivf.nprobe)
-                .min(ix.ivf.quantizer.ntotal())
-                .max(1);
-            if ix.by_residual
-                || np > MAX_K
-                || ix.ivf.quantizer.ntotal() != ix.lists.len()
-                || ix.lists.is_empty()
-                || ix.pq.nbits != 4
-                || ix.pq.m == 0
-                || ix.lists.iter().any(|l| {
-                    l.codes.len() < crate::faiss::fastscan::packed_len(l.ids.len(), ix.pq.m, ix.bbs)
-                })
-                || ix.pq.m * 4 > MAX_LUT_WORDS
-                || ix.bbs == 0
-                || ix.bbs % 32 != 0
-                || ix.bbs > SEG_FLAT
-            {
-                return None;
-            }
-            let ip = metric == Metric::InnerProduct;
-            let lists: Option<Vec<HostList<'_, u8>>> = ix
-                .lists
-                .iter()
-                .map(|l| {
-                    Some(HostList {
-                        data: &l.codes[..],
-                        ties: ties(&l.ids, ip)?,
-                    })
-                })
-                .collect();
-            let lists = lists?;
-            Some((|| {
-                let probes = s.coarse(&ix.ivf, queries, np)?;
-                search_pq(s, ix, &lists, &probes, queries, k)
-            })())
-        }
-        Index::Refine(r) => {
-            // faiss: k_base = idx_t(k * k_factor).
-            let kb = ((k as f32 * r.k_factor) as usize).max(k);
-            if kb > MAX_K {
-                return None;
-            }
-            let base = search_scored(s, &r.base, queries, kb, nprobe)?;
-            Some(base.and_then(|cand| refine(s, &r.refine, metric, queries, &cand, k)))
-        }
-    }
+/// Tie values of every list, or `None` where an id does not fit.
+fn list_ties<T>(lists: &[List<'_, T>], high_first: bool) -> Option<Vec<Vec<u32>>> {
+    lists.iter().map(|l| ties(l.ids, high_first)).collect()
 }
 
-/// Exact search of flat lists: query `q` scans the lists `probe(q)`.
-fn flat_lists(
-    s: &Searcher<'_>,
-    metric: Metric,
-    d: usize,
-    lists: &[(&[f32], Vec<u32>)],
-    queries: ArrayView2<f32>,
-    k: usize,
-    probe: impl Fn(usize) -> Vec<usize>,
-) -> Result<Scored> {
-    let host: Vec<HostList<'_, f32>> = lists
-        .iter()
-        .map(|(data, ties)| HostList {
-            data,
-            ties: ties.clone(),
-        })
-        .collect();
-    let dp4 = d.div_ceil(4).max(1);
-    let (chunks, segs) = s.flat_chunks(&host, d, dp4)?;
-    let per_query: Vec<Vec<Seg>> = (0..queries.nrows())
-        .map(|q| probe(q).into_iter().flat_map(|l| segs[l].clone()).collect())
-        .collect();
-    let found = s.select_flat(metric, k, queries, &chunks, &per_query)?;
-    Ok(found
+/// The segments query `q` scans: those of its probed lists, in probe order.
+fn probed(segs: &[Vec<Seg>], probes: ArrayView2<i64>) -> Vec<Vec<Seg>> {
+    probes
+        .rows()
         .into_iter()
-        .map(|v| {
-            v.into_iter()
-                .map(|(key, tie)| (flat_score(metric, key), tie as i64))
+        .map(|p| {
+            p.iter()
+                .filter(|&&l| l >= 0)
+                .flat_map(|&l| segs[l as usize].iter().copied())
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
-/// Fast-scan search with faiss's 8-bit tables, built on the host per query.
-fn search_pq(
+/// `Backend::search_flat_lists` on the device.
+pub(crate) fn search_flat_lists(
     s: &Searcher<'_>,
-    ix: &crate::faiss::IvfPqFs,
-    lists: &[HostList<'_, u8>],
-    probes: &[Vec<u32>],
     queries: ArrayView2<f32>,
+    lists: &[List<'_, f32>],
+    probes: ArrayView2<i64>,
     k: usize,
-) -> Result<Scored> {
-    use rayon::prelude::*;
-    let metric = ix.ivf.metric;
-    let m = ix.pq.m;
-    let words = m * 4;
-    let block_bytes = ix.block_size();
-    let (chunks, segs) = s.pq_chunks(lists, ix.bbs, block_bytes)?;
-    let per_query: Vec<Vec<Seg>> = probes
+    metric: Metric,
+) -> Option<Result<Neighbours>> {
+    let (nq, d) = queries.dim();
+    if let Err(e) = check_lists("flat list search", nq, lists, probes, |n| n * d) {
+        return Some(Err(e));
+    }
+    if !covered(k, nq, probes.ncols()) || !flat_ok(d) {
+        return None;
+    }
+    let ties = list_ties(lists, false)?;
+    let host: Vec<HostList<'_, f32>> = lists
         .iter()
-        .map(|p| p.iter().flat_map(|&l| segs[l as usize].clone()).collect())
-        .collect();
-    let qs = queries.as_slice().expect("standard layout");
-    let d = queries.ncols();
-    // As the host search: the table of distances (L2) or inner products (IP),
-    // quantised to 8 bits with faiss's scale a and offset b.
-    let tables: Vec<(Vec<u32>, f32, f32)> = qs
-        .par_chunks(d.max(1))
-        .map(|q| {
-            let mut t = lut(&ix.pq, q, metric);
-            if metric == Metric::InnerProduct {
-                t.iter_mut().for_each(|v| *v = -*v);
-            }
-            let ql = quantize_lut(&t, m);
-            let mut packed = vec![0u32; words];
-            for (i, &v) in ql.table.iter().enumerate() {
-                packed[i / 4] |= (v.min(255) as u32) << ((i % 4) * 8);
-            }
-            (packed, ql.a, ql.b)
+        .zip(ties)
+        .map(|(l, ties)| HostList {
+            data: &l.codes[..l.ids.len() * d],
+            ties,
         })
         .collect();
-    let mut out = Vec::with_capacity(queries.nrows());
+    let queries = queries.as_standard_layout();
+    Some((|| {
+        let dp4 = d.div_ceil(4).max(1);
+        let (chunks, segs) = s.flat_chunks(&host, d, dp4)?;
+        let found = s.select_flat(metric, k, queries.view(), &chunks, &probed(&segs, probes))?;
+        Ok(to_neighbours(
+            found
+                .into_iter()
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(key, tie)| (flat_score(metric, key), tie as i64))
+                        .collect()
+                })
+                .collect(),
+            k,
+            metric,
+        ))
+    })())
+}
+
+/// `Backend::search_pq_lists` on the device, with the queries' `tables`
+/// (built on the host by `Backend::pq_tables`).
+pub(crate) fn search_pq_lists(
+    s: &Searcher<'_>,
+    tables: &PqTables,
+    layout: FastScan,
+    lists: &[List<'_, u8>],
+    probes: ArrayView2<i64>,
+    k: usize,
+    metric: Metric,
+) -> Option<Result<Neighbours>> {
+    let nq = tables.len();
+    if let Err(e) = check_lists("fast-scan list search", nq, lists, probes, |n| {
+        layout.packed_len(n)
+    }) {
+        return Some(Err(e));
+    }
+    let m = layout.m;
+    if !covered(k, nq, probes.ncols())
+        || m == 0
+        || m * 4 > MAX_LUT_WORDS
+        || layout.bbs == 0
+        || !layout.bbs.is_multiple_of(32)
+        || layout.bbs > SEG_FLAT
+        || tables.m != m
+    {
+        return None;
+    }
+    let ip = metric == Metric::InnerProduct;
+    let ties = list_ties(lists, ip)?;
+    let host: Vec<HostList<'_, u8>> = lists
+        .iter()
+        .zip(ties)
+        .map(|(l, ties)| HostList {
+            data: &l.codes[..layout.packed_len(l.ids.len())],
+            ties,
+        })
+        .collect();
+    Some(pq_select(s, tables, layout, &host, probes, k, metric))
+}
+
+fn pq_select(
+    s: &Searcher<'_>,
+    tables: &PqTables,
+    layout: FastScan,
+    lists: &[HostList<'_, u8>],
+    probes: ArrayView2<i64>,
+    k: usize,
+    metric: Metric,
+) -> Result<Neighbours> {
+    let m = layout.m;
+    let words = m * 4;
+    let block_bytes = layout.block_bytes();
+    let (chunks, segs) = s.pq_chunks(lists, layout.bbs, block_bytes)?;
+    let per_query = probed(&segs, probes);
+    let mut out = Vec::with_capacity(tables.len());
     for r in s.batches(&per_query, k)? {
-        let mut words_all: Vec<u32> = Vec::with_capacity(r.len() * words);
-        for t in &tables[r.clone()] {
-            words_all.extend_from_slice(&t.0);
+        // The kernel reads `m` tables of 16 bytes per query, four to a word.
+        let mut bytes: Vec<u8> = Vec::with_capacity(r.len() * words * 4);
+        for q in r.clone() {
+            bytes.extend_from_slice(&tables.lut(q)[..m * 16]);
         }
-        words_all.resize(round_up(words_all.len().max(4), 4), 0);
-        let qbuf = s.gpu.upload(
-            "search tables",
-            bytemuck::cast_slice(&words_all),
-            wgpu::BufferUsages::STORAGE,
-        );
+        bytes.resize(round_up(bytes.len().max(16), 16), 0);
+        let qbuf = s
+            .gpu
+            .upload("search tables", &bytes, wgpu::BufferUsages::STORAGE);
         let scan = Scan::Pq {
             m,
-            bbs: ix.bbs,
+            bbs: layout.bbs,
             block_bytes,
         };
         let found = s.select(scan, metric, k, &qbuf, &chunks, &per_query[r.clone()])?;
         for (q, v) in r.zip(found) {
-            let (_, a, b) = tables[q];
+            let (a, b) = (tables.a[q], tables.b[q]);
             let inv_a = if a > 0.0 { 1.0 / a } else { 0.0 };
             out.push(
                 v.into_iter()
@@ -833,58 +744,74 @@ fn search_pq(
             );
         }
     }
-    Ok(out)
+    Ok(to_neighbours(out, k, metric))
 }
 
-/// `RFlat`: exact distances to each query's candidates, best `k` kept (ties
-/// to the earlier candidate, as the host's refine).
-fn refine(
+/// `Backend::refine` on the device: exact distances to each query's
+/// candidates, best `k` kept (ties to the earlier candidate).
+pub(crate) fn refine(
     s: &Searcher<'_>,
-    vectors: &crate::faiss::Flat,
-    metric: Metric,
     queries: ArrayView2<f32>,
-    cand: &Scored,
+    vectors: ArrayView2<f32>,
+    candidates: ArrayView2<i64>,
     k: usize,
-) -> Result<Scored> {
-    let d = vectors.d;
-    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(cand.len());
-    for c in cand {
-        let mut r = Vec::with_capacity(c.len() * d);
-        for &(_, id) in c {
-            if id as usize >= vectors.ntotal() {
-                return Err(Error::Invalid(format!(
-                    "refine: candidate id {id} is not among the {} stored vectors",
-                    vectors.ntotal()
-                )));
-            }
-            r.extend_from_slice(vectors.vector(id as usize));
-        }
-        rows.push(r);
+    metric: Metric,
+) -> Option<Result<Neighbours>> {
+    if let Err(e) = crate::compute::cpu::list_search::check_refine(queries, vectors, candidates) {
+        return Some(Err(e));
     }
+    let (nq, d) = queries.dim();
+    if !covered(k, nq, 0) || !flat_ok(d) {
+        return None;
+    }
+    let vectors = vectors.as_standard_layout();
+    let vs = vectors.as_slice().expect("standard layout");
+    let cand: Vec<Vec<i64>> = candidates
+        .rows()
+        .into_iter()
+        .map(|c| c.iter().copied().filter(|&id| id >= 0).collect())
+        .collect();
+    let rows: Vec<Vec<f32>> = cand
+        .iter()
+        .map(|c| {
+            let mut r = Vec::with_capacity(c.len() * d);
+            for &id in c {
+                r.extend_from_slice(&vs[id as usize * d..(id as usize + 1) * d]);
+            }
+            r
+        })
+        .collect();
     let lists: Vec<HostList<'_, f32>> = rows
         .iter()
-        .zip(cand)
+        .zip(&cand)
         .map(|(r, c)| HostList {
             data: r,
             ties: (0..c.len() as u32).collect(),
         })
         .collect();
-    let dp4 = d.div_ceil(4).max(1);
-    let (chunks, segs) = s.flat_chunks(&lists, d, dp4)?;
-    let found = s.select_flat(metric, k, queries, &chunks, &segs)?;
-    Ok(found
-        .into_iter()
-        .zip(cand)
-        .map(|(v, c)| {
-            v.into_iter()
-                .map(|(key, tie)| (flat_score(metric, key), c[tie as usize].1))
-                .collect()
-        })
-        .collect())
+    let queries = queries.as_standard_layout();
+    Some((|| {
+        let dp4 = d.div_ceil(4).max(1);
+        let (chunks, segs) = s.flat_chunks(&lists, d, dp4)?;
+        let found = s.select_flat(metric, k, queries.view(), &chunks, &segs)?;
+        Ok(to_neighbours(
+            found
+                .into_iter()
+                .zip(&cand)
+                .map(|(v, c)| {
+                    v.into_iter()
+                        .map(|(key, tie)| (flat_score(metric, key), c[tie as usize]))
+                        .collect()
+                })
+                .collect(),
+            k,
+            metric,
+        ))
+    })())
 }
 
-/// Exact k-NN of the rows of `x` among the rows of `y` (the Flat search);
-/// `None` where the kernels do not cover the request.
+/// Exact k-NN of the rows of `x` among the rows of `y` (also the coarse
+/// quantizer's search); `None` where the kernels do not cover the request.
 pub(crate) fn knn(
     s: &Searcher<'_>,
     x: ArrayView2<f32>,
@@ -893,19 +820,21 @@ pub(crate) fn knn(
     metric: Metric,
 ) -> Option<Result<Neighbours>> {
     let d = x.ncols();
-    if k == 0 || k > MAX_K || x.nrows() == 0 || !flat_ok(d) || y.nrows() >= EMPTY as usize {
-        return None;
-    }
     if y.ncols() != d {
         return Some(Err(Error::Invalid(format!(
             "knn: queries have {d} dimensions, the database {}",
             y.ncols()
         ))));
     }
-    let x = x.as_standard_layout();
+    if !covered(k, x.nrows(), 0) || !flat_ok(d) || y.nrows() >= EMPTY as usize {
+        return None;
+    }
     let y = y.as_standard_layout();
-    let ties: Vec<u32> = (0..y.nrows() as u32).collect();
-    let lists = [(y.as_slice().expect("standard layout"), ties)];
-    let found = flat_lists(s, metric, d, &lists, x.view(), k, |_| vec![0]);
-    Some(found.map(|f| to_neighbours(f, k, metric)))
+    let ids: Vec<i64> = (0..y.nrows() as i64).collect();
+    let list = List {
+        ids: &ids,
+        codes: y.as_slice().expect("standard layout"),
+    };
+    let probes = ndarray::Array2::<i64>::zeros((x.nrows(), 1));
+    search_flat_lists(s, x, &[list], probes.view(), k, metric)
 }
