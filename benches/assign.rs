@@ -21,7 +21,7 @@ const SIZES: &[(&str, usize, usize, usize, bool)] = &[
 
 fn bench(cr: &mut Criterion) {
     let bs = common::backends();
-    for &(label, n, k, d, large) in SIZES {
+    for &(label, n, k, d, large) in SIZES.iter().filter(|s| common::wanted(s.4)) {
         let x = common::random(n, d, 1);
         // Centroids drawn from the rows, as k-means initialises them.
         let c = x.slice(s![..k, ..]).to_owned();

@@ -16,7 +16,7 @@ const SIZES: &[(&str, usize, usize, usize, bool)] = &[
 
 fn bench(cr: &mut Criterion) {
     let bs = common::backends();
-    for &(label, n, k, d, large) in SIZES {
+    for &(label, n, k, d, large) in SIZES.iter().filter(|s| common::wanted(s.4)) {
         let x = common::random(n, d, 2);
         let labels: Vec<u32> = (0..n).map(|i| ((i * 2654435761) % k) as u32).collect();
         let mut g = common::group(cr, &format!("centroid_sums/{label}"), large);

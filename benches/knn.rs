@@ -37,6 +37,9 @@ fn bench(cr: &mut Criterion) {
     }
     g.finish();
 
+    if !common::wanted(true) {
+        return;
+    }
     // Coarse search at RVC's size: 10 000 queries against 5128 centroids.
     let (nq, nb, d) = (10_000, 5128, 768);
     let all = data(nq + nb, d);

@@ -71,7 +71,8 @@ fn built(x: ndarray::ArrayView2<f32>, nlist: usize, codec: Codec, nprobe: usize)
 fn primitives(cr: &mut Criterion) {
     let bs = common::backends();
     let cpu = CpuBackend::new();
-    for &(label, n, d, nlist, m, nq, nprobe, large) in SIZES {
+    for &(label, n, d, nlist, m, nq, nprobe, large) in SIZES.iter().filter(|s| common::wanted(s.7))
+    {
         let x = common::clustered(n, d, 256, 5);
         let queries = common::clustered(nq, d, 256, 6);
         let flat = built(x.view(), nlist, Codec::Flat, nprobe);

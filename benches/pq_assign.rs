@@ -25,7 +25,7 @@ const TRAIN: &[(&str, usize, usize, bool)] = &[
 
 fn bench(cr: &mut Criterion) {
     let bs = common::backends();
-    for &(label, n, d, m, large) in ENCODE {
+    for &(label, n, d, m, large) in ENCODE.iter().filter(|s| common::wanted(s.4)) {
         let x = common::clustered(n, d, 64, 4);
         let q = pq::train(bs[0].backend.as_ref(), x.slice(s![..pq::TRAIN_ROWS, ..]), m).unwrap();
         let books = pq::codebooks(&q).unwrap();
@@ -41,7 +41,7 @@ fn bench(cr: &mut Criterion) {
         }
         g.finish();
     }
-    for &(label, d, m, large) in TRAIN {
+    for &(label, d, m, large) in TRAIN.iter().filter(|s| common::wanted(s.3)) {
         let x = common::clustered(pq::TRAIN_ROWS, d, 64, 3);
         let mut g = common::group(cr, &format!("pq_train/{label}"), large);
         g.throughput(Throughput::Elements(

@@ -23,7 +23,7 @@ const SIZES: &[(&str, usize, usize, usize, usize, usize, bool)] = &[
 fn bench(cr: &mut Criterion) {
     let bs = common::backends();
     let cpu = CpuBackend::new();
-    for &(label, n, d, nlist, m, nq, large) in SIZES {
+    for &(label, n, d, nlist, m, nq, large) in SIZES.iter().filter(|s| common::wanted(s.6)) {
         let x = common::clustered(n, d, 256, 5);
         let q = common::clustered(nq, d, 256, 6);
         for factory in [

@@ -16,6 +16,9 @@ fn bench(cr: &mut Criterion) {
         ("small_4096x256_k16", 4096usize, 256usize, 16usize, false),
         ("rvc_50000x768_k16", 50_000, 768, 16, true),
     ] {
+        if !common::wanted(large) {
+            continue;
+        }
         let mut db = common::random(n, d, 9);
         rvc_index::qe::normalize_rows(&mut db);
         let ids = Array2::from_shape_fn((n, ne), |(i, j)| {

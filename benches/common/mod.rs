@@ -3,8 +3,10 @@
 //! adapter opens), seeded data and criterion group settings.
 //!
 //! Realistic sizes run on a GPU adapter only when it is not a software one
-//! (lavapipe would take minutes per call). Backend calls return host data,
-//! so GPU figures include the upload and the read-back.
+//! (lavapipe would take minutes per call), and not at all with
+//! `RVC_BENCH_SMALL=1` (a quick check that the benches run: their data
+//! and indexes are not even made). Backend calls return host data, so GPU
+//! figures include the upload and the read-back.
 
 #![allow(dead_code)]
 
@@ -54,6 +56,11 @@ pub fn backends() -> Vec<Bench> {
         Err(e) => eprintln!("skipping gpu: no adapter ({e})"),
     }
     out
+}
+
+/// Whether sizes that are `large` (realistic) are measured at all.
+pub fn wanted(large: bool) -> bool {
+    !large || std::env::var("RVC_BENCH_SMALL").as_deref() != Ok("1")
 }
 
 /// Whether `b` runs at a size labelled `label` (`large`: realistic).
