@@ -9,6 +9,10 @@
 //! never contributes; for positive similarities (the usual case, and always
 //! the row itself) this is the formula as written. A row whose weights are
 //! all 0 (a zero row) stays 0.
+//!
+//! The neighbours come from `Backend::knn` / `knn_self` (exact) or an index
+//! search; the weighting and the sum are the backend's `weighted_sum`
+//! primitive.
 
 use std::time::Instant;
 

@@ -151,7 +151,8 @@ pub trait Backend: Send + Sync {
     /// floats): query `q` scans the lists `probes[q]` (-1 = none), best `k`
     /// kept, distances summed directly as faiss's IVF-Flat scanner does,
     /// ties to the list scanned first and within a list to the earlier
-    /// entry. `None`: no kernel here for this case.
+    /// entry (the GPU orders exact ties by id). `None`: no kernel here for
+    /// this case.
     fn search_flat_lists(
         &self,
         _queries: ArrayView2<f32>,
@@ -185,6 +186,10 @@ pub trait Backend: Send + Sync {
     /// Exact re-ranking: for every query its `candidates` (rows of `vectors`,
     /// -1 = none) scored exactly, best `k` kept, ties to the earlier
     /// candidate. `None`: no kernel here for this case.
+    ///
+    /// Every list-scan primitive checks its input first (probes that name
+    /// no list, codes shorter than their ids, candidates that name no
+    /// vector are errors, never panics).
     fn refine(
         &self,
         _queries: ArrayView2<f32>,

@@ -194,6 +194,9 @@ impl Backend for GpuBackend {
         k: usize,
         metric: Metric,
     ) -> Option<Result<Neighbours>> {
+        if !list_scan::pq_covered(layout, k, queries.nrows(), probes.ncols()) {
+            return None;
+        }
         let tables = match self.pq_tables(queries, codebooks, layout.m, metric) {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),

@@ -72,6 +72,17 @@ fn covered(k: usize, nq: usize, probes: usize) -> bool {
     k > 0 && k <= MAX_K && nq > 0 && probes <= MAX_K
 }
 
+/// Whether the fast-scan kernel takes `layout`, `k` and `probes` per query
+/// for `nq` queries (ids aside): the caller need not build tables otherwise.
+pub(crate) fn pq_covered(layout: FastScan, k: usize, nq: usize, probes: usize) -> bool {
+    covered(k, nq, probes)
+        && layout.m > 0
+        && layout.m * 4 <= MAX_LUT_WORDS
+        && layout.bbs > 0
+        && layout.bbs.is_multiple_of(32)
+        && layout.bbs <= SEG_FLAT
+}
+
 /// Tie values of every list, or `None` where an id does not fit.
 fn list_ties<T>(lists: &[List<'_, T>], high_first: bool) -> Option<Vec<Vec<u32>>> {
     lists.iter().map(|l| ties(l.ids, high_first)).collect()
@@ -154,14 +165,7 @@ pub(crate) fn search_pq_lists(
         return Some(Err(e));
     }
     let m = layout.m;
-    if !covered(k, nq, probes.ncols())
-        || m == 0
-        || m * 4 > MAX_LUT_WORDS
-        || layout.bbs == 0
-        || !layout.bbs.is_multiple_of(32)
-        || layout.bbs > SEG_FLAT
-        || tables.m != m
-    {
+    if !pq_covered(layout, k, nq, probes.ncols()) || tables.m != m {
         return None;
     }
     let ip = metric == Metric::InnerProduct;
