@@ -251,7 +251,7 @@ const GPU_SHAPES: &[(usize, usize, usize)] = &[
     (130, 33, 768),
 ];
 
-test_device!(fn matches_reference(b, what) {
+fn matches_reference(b: &dyn Backend, what: &str) {
     for (si, &(n, k, d)) in SHAPES.iter().chain(GPU_SHAPES).enumerate() {
         let x = random(n, d, 100 + si as u64);
         let c = random(k, d, 200 + si as u64);
@@ -265,12 +265,12 @@ test_device!(fn matches_reference(b, what) {
             );
         }
     }
-});
+}
+test_device!(matches_reference);
 
-test_device!(
 /// Centroids taken from the rows themselves (k-means init): distances that
 /// should be 0 come out as tiny negatives in GEMM form and must be clamped.
-fn rows_that_are_centroids(b, what) {
+fn rows_that_are_centroids(b: &dyn Backend, what: &str) {
     let x = random(200, 96, 7);
     let c = x.slice(s![10..50, ..]).to_owned();
     let got = b.assign(x.view(), c.view(), Metric::L2).unwrap();
@@ -283,13 +283,20 @@ fn rows_that_are_centroids(b, what) {
         );
     }
     assert!(got.distances.iter().all(|&v| v >= 0.0), "{what}");
-    check(b, x.view(), c.view(), Metric::L2, &got, &format!("{what} self"));
-});
+    check(
+        b,
+        x.view(),
+        c.view(),
+        Metric::L2,
+        &got,
+        &format!("{what} self"),
+    );
+}
+test_device!(rows_that_are_centroids);
 
-test_device!(
 /// Exact ties go to the lowest index: duplicated centroids (bit-identical
 /// scores) across lanes, vectors, register tiles, dispatches and chunks.
-fn ties_go_to_the_lowest_index(b, what) {
+fn ties_go_to_the_lowest_index(b: &dyn Backend, what: &str) {
     let x = random(70, 19, 11);
     let base = random(37, 19, 12);
     // Centroid j and j + 37 (and j + 74) are identical.
@@ -318,12 +325,12 @@ fn ties_go_to_the_lowest_index(b, what) {
             got.labels
         );
     }
-});
+}
+test_device!(ties_go_to_the_lowest_index);
 
-test_device!(
 /// Views that are not one contiguous block: strided rows, partial columns,
 /// column-major centroids. They give what their contiguous copies give.
-fn non_contiguous_views(b, what) {
+fn non_contiguous_views(b: &dyn Backend, what: &str) {
     let big_x = random(160, 90, 21);
     let big_c = random(70, 90, 22);
     let x = big_x.slice(s![..;2, 3..80]); // strided rows, partial columns
@@ -345,19 +352,43 @@ fn non_contiguous_views(b, what) {
     let c_t = random_rng(&mut rng, 7, 20);
     for metric in [Metric::L2, Metric::InnerProduct] {
         let got = b.assign(x_t, c_t.t(), metric).unwrap();
-        check(b, x_t, c_t.t(), metric, &got, &format!("{what} transposed {metric}"));
+        check(
+            b,
+            x_t,
+            c_t.t(),
+            metric,
+            &got,
+            &format!("{what} transposed {metric}"),
+        );
     }
-});
+}
+test_device!(non_contiguous_views);
 
-test_device!(fn rejects_bad_shapes(b, what) {
+fn rejects_bad_shapes(b: &dyn Backend, what: &str) {
     let x = random(4, 8, 1);
-    assert!(b.assign(x.view(), random(3, 7, 2).view(), Metric::L2).is_err(), "{what}");
-    assert!(b.assign(x.view(), Array2::zeros((0, 8)).view(), Metric::L2).is_err(), "{what}");
+    assert!(
+        b.assign(x.view(), random(3, 7, 2).view(), Metric::L2)
+            .is_err(),
+        "{what}"
+    );
+    assert!(
+        b.assign(x.view(), Array2::zeros((0, 8)).view(), Metric::L2)
+            .is_err(),
+        "{what}"
+    );
     let empty = b
-        .assign(Array2::zeros((0, 8)).view(), random(3, 8, 2).view(), Metric::L2)
+        .assign(
+            Array2::zeros((0, 8)).view(),
+            random(3, 8, 2).view(),
+            Metric::L2,
+        )
         .unwrap();
-    assert!(empty.labels.is_empty() && empty.distances.is_empty(), "{what}");
-});
+    assert!(
+        empty.labels.is_empty() && empty.distances.is_empty(),
+        "{what}"
+    );
+}
+test_device!(rejects_bad_shapes);
 
 // ------------------------------------------------------------------ CPU only
 

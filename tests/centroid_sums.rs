@@ -38,73 +38,78 @@ fn check_sums(b: &dyn Backend, x: ArrayView2<f32>, labels: &[u32], k: usize, wha
     }
 }
 
-test_device!(
-    fn match_reference(b, what) {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for &(n, k, d) in &[
-            (1, 1, 1),
-            (50, 7, 3),
-            (400, 40, 5),
-            (300, 12, 256),
-            (90, 3, 768),
-        ] {
-            let x = random(&mut rng, n, d);
-            // Labels skip every third centroid, so some are empty.
-            let labels: Vec<u32> = (0..n)
-                .map(|_| {
-                    let l = rng.random_range(0..k as u32);
-                    if l % 3 == 2 { l - 1 } else { l }
-                })
-                .collect();
-            check_sums(b, x.view(), &labels, k, &format!("{what} n={n} k={k} d={d}"));
-        }
-    }
-);
-
-test_device!(
-    /// Column slices (contiguous rows) and transposes (strided rows).
-    fn non_contiguous_inputs(b, what) {
-        let mut rng = ChaCha8Rng::seed_from_u64(17);
-        let (n, d) = (90, 7);
-        let wide = random(&mut rng, n, d + 3);
-        let tall = random(&mut rng, d, n);
-        let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
-        for x in [wide.slice(ndarray::s![.., 1..d + 1]), tall.t()] {
-            check_sums(b, x, &labels, 5, &format!("{what} strided"));
-        }
-    }
-);
-
-test_device!(
-    /// One cluster much larger than a GPU segment.
-    fn big_cluster(b, what) {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let (n, k, d) = (20_000, 6, 6);
+fn match_reference(b: &dyn Backend, what: &str) {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &(n, k, d) in &[
+        (1, 1, 1),
+        (50, 7, 3),
+        (400, 40, 5),
+        (300, 12, 256),
+        (90, 3, 768),
+    ] {
         let x = random(&mut rng, n, d);
+        // Labels skip every third centroid, so some are empty.
         let labels: Vec<u32> = (0..n)
-            .map(|i| {
-                if i % 10 == 0 {
-                    rng.random_range(1..k as u32 - 1)
-                } else {
-                    0
-                }
+            .map(|_| {
+                let l = rng.random_range(0..k as u32);
+                if l % 3 == 2 { l - 1 } else { l }
             })
             .collect();
-        check_sums(b, x.view(), &labels, k, &format!("{what} big cluster"));
+        check_sums(
+            b,
+            x.view(),
+            &labels,
+            k,
+            &format!("{what} n={n} k={k} d={d}"),
+        );
     }
-);
+}
+test_device!(match_reference);
 
-test_device!(
-    fn rejects_bad_labels(b, what) {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let x = random(&mut rng, 4, 3);
-        assert!(b.centroid_sums(x.view(), &[0, 1, 2, 3], 3).is_err(), "{what}");
-        assert!(b.centroid_sums(x.view(), &[0, 1, 2], 3).is_err(), "{what}");
-        let (s, c) = b.centroid_sums(x.view(), &[0, 0, 0, 0], 2).unwrap();
-        assert_eq!(c, vec![4, 0], "{what}");
-        assert!(s.row(1).iter().all(|&v| v == 0.0), "{what}");
+/// Column slices (contiguous rows) and transposes (strided rows).
+fn non_contiguous_inputs(b: &dyn Backend, what: &str) {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let (n, d) = (90, 7);
+    let wide = random(&mut rng, n, d + 3);
+    let tall = random(&mut rng, d, n);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+    for x in [wide.slice(ndarray::s![.., 1..d + 1]), tall.t()] {
+        check_sums(b, x, &labels, 5, &format!("{what} strided"));
     }
-);
+}
+test_device!(non_contiguous_inputs);
+
+/// One cluster much larger than a GPU segment.
+fn big_cluster(b: &dyn Backend, what: &str) {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (n, k, d) = (20_000, 6, 6);
+    let x = random(&mut rng, n, d);
+    let labels: Vec<u32> = (0..n)
+        .map(|i| {
+            if i % 10 == 0 {
+                rng.random_range(1..k as u32 - 1)
+            } else {
+                0
+            }
+        })
+        .collect();
+    check_sums(b, x.view(), &labels, k, &format!("{what} big cluster"));
+}
+test_device!(big_cluster);
+
+fn rejects_bad_labels(b: &dyn Backend, what: &str) {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = random(&mut rng, 4, 3);
+    assert!(
+        b.centroid_sums(x.view(), &[0, 1, 2, 3], 3).is_err(),
+        "{what}"
+    );
+    assert!(b.centroid_sums(x.view(), &[0, 1, 2], 3).is_err(), "{what}");
+    let (s, c) = b.centroid_sums(x.view(), &[0, 0, 0, 0], 2).unwrap();
+    assert_eq!(c, vec![4, 0], "{what}");
+    assert!(s.row(1).iter().all(|&v| v == 0.0), "{what}");
+}
+test_device!(rejects_bad_labels);
 
 /// Independent sequential version of faiss's `compute_centroids` order.
 fn sequential_sums(x: ArrayView2<f32>, labels: &[u32], k: usize) -> (Vec<f32>, Vec<u64>) {

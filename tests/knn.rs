@@ -47,8 +47,7 @@ fn brute(
         .collect()
 }
 
-test_device!(
-    fn matches_brute_force(b, what) {
+fn matches_brute_force(b: &dyn Backend, what: &str) {
     // Sizes straddle the 64-query and 1024-row tiles; k above the database size pads.
     for &(nq, nb, d, k) in &[
         (1usize, 1usize, 1usize, 1usize),
@@ -93,7 +92,7 @@ test_device!(
         }
     }
 }
-);
+test_device!(matches_brute_force);
 
 /// The CPU backend with every instruction set this processor runs.
 fn kernels() -> Vec<CpuBackend> {
@@ -136,9 +135,8 @@ fn check_order(nn: &Neighbours, metric: Metric, exact: bool) {
     }
 }
 
-test_device!(
-    /// Equal to the f64 brute force bit for bit on exact data, ties included.
-    fn exact_on_exact_data_with_ties(b, what) {
+/// Equal to the f64 brute force bit for bit on exact data, ties included.
+fn exact_on_exact_data_with_ties(b: &dyn Backend, what: &str) {
     for &(nq, nb, d, k) in &[
         (31usize, 1000usize, 37usize, 8usize),
         (200, 77, 5, 128),
@@ -155,7 +153,7 @@ test_device!(
         }
     }
 }
-);
+test_device!(exact_on_exact_data_with_ties);
 
 #[test]
 fn knn_self_equals_knn_of_x_with_itself() {
@@ -193,17 +191,16 @@ fn knn_self_equals_knn_of_x_with_itself() {
     }
 }
 
-test_device!(
-    fn rejects_mismatched_dimensions(b, what) {
-        let x = ndarray::Array2::<f32>::zeros((3, 4));
-        let y = ndarray::Array2::<f32>::zeros((3, 5));
-        let e = b.knn(x.view(), y.view(), 2, Metric::L2).unwrap_err();
-        assert!(e.to_string().contains("dimensions"), "{what}: {e}");
-        // k beyond what the GPU selection holds still answers (on the CPU).
-        let x = ndarray::Array2::<f32>::ones((2, 4));
-        let nn = b.knn(x.view(), x.view(), 200, Metric::L2).unwrap();
-        assert_eq!(nn.ids.dim(), (2, 200), "{what}");
-        assert_eq!(nn.ids[[0, 0]], 0, "{what}");
-        assert_eq!(nn.ids[[0, 2]], -1, "{what}");
-    }
-);
+fn rejects_mismatched_dimensions(b: &dyn Backend, what: &str) {
+    let x = ndarray::Array2::<f32>::zeros((3, 4));
+    let y = ndarray::Array2::<f32>::zeros((3, 5));
+    let e = b.knn(x.view(), y.view(), 2, Metric::L2).unwrap_err();
+    assert!(e.to_string().contains("dimensions"), "{what}: {e}");
+    // k beyond what the GPU selection holds still answers (on the CPU).
+    let x = ndarray::Array2::<f32>::ones((2, 4));
+    let nn = b.knn(x.view(), x.view(), 200, Metric::L2).unwrap();
+    assert_eq!(nn.ids.dim(), (2, 200), "{what}");
+    assert_eq!(nn.ids[[0, 0]], 0, "{what}");
+    assert_eq!(nn.ids[[0, 2]], -1, "{what}");
+}
+test_device!(rejects_mismatched_dimensions);

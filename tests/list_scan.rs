@@ -188,88 +188,156 @@ fn own<T>(what: &str, r: Option<rvc_index::Result<T>>) -> T {
         .unwrap()
 }
 
-test_device!(
-    fn flat_lists_equal_the_reference(b, what) {
-        let exact = !device::is_gpu(b);
-        for (seed, d, nq, np) in [(1, 24, 37, 3), (2, 10, 9, 1), (3, 5, 40, 12), (4, 1, 3, 12)] {
-            let f = fixture(seed, d, 1, 12, nq, np, exact);
-            let lists = f.flat();
-            for metric in [Metric::L2, Metric::InnerProduct] {
-                for k in [1, 10, 128] {
-                    let tag = format!("{what} {metric} d={d} nq={nq} np={np} k={k}");
-                    let want = reference::search_flat_lists(f.queries.view(), &lists, f.probes.view(), k, metric).unwrap();
-                    let got = own(&tag, b.search_flat_lists(f.queries.view(), &lists, f.probes.view(), k, metric));
-                    compare(&tag, &got, &want, exact);
-                }
-            }
-        }
-    }
-);
-
-test_device!(
-    fn pq_lists_equal_the_reference(b, what) {
-        for (seed, d, m, nq, np) in [(5, 24, 4, 37, 3), (6, 10, 5, 9, 1), (7, 34, 17, 40, 12)] {
-            let f = fixture(seed, d, m, 12, nq, np, false);
-            let lists = f.pq();
-            for metric in [Metric::L2, Metric::InnerProduct] {
-                for k in [1, 10, 128] {
-                    let tag = format!("{what} {metric} d={d} m={m} nq={nq} np={np} k={k}");
-                    let (q, books, probes) = (f.queries.view(), f.codebooks.view(), f.probes.view());
-                    let want = reference::search_pq_lists(q, books, f.layout(), &lists, probes, k, metric).unwrap();
-                    let got = own(&tag, b.search_pq_lists(q, books, f.layout(), &lists, probes, k, metric));
-                    assert_eq!(got.ids, want.ids, "{tag}: ids");
-                    for (a, w) in got.scores.iter().zip(want.scores.iter()) {
-                        assert!(a == w || (a - w).abs() <= 1e-5 * w.abs().max(1.0), "{tag}: {a} vs {w}");
-                    }
-                }
-            }
-        }
-    }
-);
-
-test_device!(
-    fn refine_equals_the_reference(b, what) {
-        let exact = !device::is_gpu(b);
-        let f = fixture(8, 20, 1, 12, 25, 2, exact);
-        let n = f.by_id.nrows() as i64;
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        // Candidates with repeats and -1 padding, as a base search leaves them.
-        let cand = Array2::from_shape_fn((25, 40), |(q, r)| {
-            if r >= 40 - q % 7 { -1 } else { rng.random_range(0..n) }
-        });
+fn flat_lists_equal_the_reference(b: &dyn Backend, what: &str) {
+    let exact = !device::is_gpu(b);
+    for (seed, d, nq, np) in [(1, 24, 37, 3), (2, 10, 9, 1), (3, 5, 40, 12), (4, 1, 3, 12)] {
+        let f = fixture(seed, d, 1, 12, nq, np, exact);
+        let lists = f.flat();
         for metric in [Metric::L2, Metric::InnerProduct] {
-            for k in [1, 8, 40, 64] {
-                let tag = format!("{what} {metric} k={k}");
-                let want = reference::refine(f.queries.view(), f.by_id.view(), cand.view(), k, metric).unwrap();
-                let got = own(&tag, b.refine(f.queries.view(), f.by_id.view(), cand.view(), k, metric));
+            for k in [1, 10, 128] {
+                let tag = format!("{what} {metric} d={d} nq={nq} np={np} k={k}");
+                let want = reference::search_flat_lists(
+                    f.queries.view(),
+                    &lists,
+                    f.probes.view(),
+                    k,
+                    metric,
+                )
+                .unwrap();
+                let got = own(
+                    &tag,
+                    b.search_flat_lists(f.queries.view(), &lists, f.probes.view(), k, metric),
+                );
                 compare(&tag, &got, &want, exact);
             }
         }
     }
-);
+}
+test_device!(flat_lists_equal_the_reference);
 
-test_device!(
-    /// Bad input is an error, never a panic: probes naming no list, codes
-    /// shorter than their ids, candidates naming no stored vector.
-    fn reject_malformed_input(b, what) {
-        let f = fixture(10, 8, 2, 4, 3, 2, true);
-        let mut probes = f.probes.clone();
-        probes[[0, 0]] = 4;
-        let q = f.queries.view();
-        assert!(b.search_flat_lists(q, &f.flat(), probes.view(), 5, Metric::L2).unwrap().is_err(), "{what}");
-        let mut short = f.flat();
-        short[1].codes = &short[1].codes[..5];
-        assert!(b.search_flat_lists(q, &short, f.probes.view(), 5, Metric::L2).unwrap().is_err(), "{what}");
-        assert!(b.search_pq_lists(q, f.codebooks.view(), f.layout(), &f.pq(), probes.view(), 5, Metric::L2).unwrap().is_err(), "{what}");
-        let mut short = f.pq();
-        short[1].codes = &short[1].codes[..3];
-        assert!(b.search_pq_lists(q, f.codebooks.view(), f.layout(), &short, f.probes.view(), 5, Metric::L2).unwrap().is_err(), "{what}");
-        let cand = Array2::from_elem((3, 2), f.by_id.nrows() as i64);
-        assert!(b.refine(q, f.by_id.view(), cand.view(), 1, Metric::L2).unwrap().is_err(), "{what}");
-        let few = Array2::from_elem((2, 2), 0i64);
-        assert!(b.refine(q, f.by_id.view(), few.view(), 1, Metric::L2).unwrap().is_err(), "{what}");
+fn pq_lists_equal_the_reference(b: &dyn Backend, what: &str) {
+    for (seed, d, m, nq, np) in [(5, 24, 4, 37, 3), (6, 10, 5, 9, 1), (7, 34, 17, 40, 12)] {
+        let f = fixture(seed, d, m, 12, nq, np, false);
+        let lists = f.pq();
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            for k in [1, 10, 128] {
+                let tag = format!("{what} {metric} d={d} m={m} nq={nq} np={np} k={k}");
+                let (q, books, probes) = (f.queries.view(), f.codebooks.view(), f.probes.view());
+                let want =
+                    reference::search_pq_lists(q, books, f.layout(), &lists, probes, k, metric)
+                        .unwrap();
+                let got = own(
+                    &tag,
+                    b.search_pq_lists(q, books, f.layout(), &lists, probes, k, metric),
+                );
+                assert_eq!(got.ids, want.ids, "{tag}: ids");
+                for (a, w) in got.scores.iter().zip(want.scores.iter()) {
+                    assert!(
+                        a == w || (a - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{tag}: {a} vs {w}"
+                    );
+                }
+            }
+        }
     }
-);
+}
+test_device!(pq_lists_equal_the_reference);
+
+fn refine_equals_the_reference(b: &dyn Backend, what: &str) {
+    let exact = !device::is_gpu(b);
+    let f = fixture(8, 20, 1, 12, 25, 2, exact);
+    let n = f.by_id.nrows() as i64;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    // Candidates with repeats and -1 padding, as a base search leaves them.
+    let cand = Array2::from_shape_fn((25, 40), |(q, r)| {
+        if r >= 40 - q % 7 {
+            -1
+        } else {
+            rng.random_range(0..n)
+        }
+    });
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        for k in [1, 8, 40, 64] {
+            let tag = format!("{what} {metric} k={k}");
+            let want = reference::refine(f.queries.view(), f.by_id.view(), cand.view(), k, metric)
+                .unwrap();
+            let got = own(
+                &tag,
+                b.refine(f.queries.view(), f.by_id.view(), cand.view(), k, metric),
+            );
+            compare(&tag, &got, &want, exact);
+        }
+    }
+}
+test_device!(refine_equals_the_reference);
+
+/// Bad input is an error, never a panic: probes naming no list, codes
+/// shorter than their ids, candidates naming no stored vector.
+fn reject_malformed_input(b: &dyn Backend, what: &str) {
+    let f = fixture(10, 8, 2, 4, 3, 2, true);
+    let mut probes = f.probes.clone();
+    probes[[0, 0]] = 4;
+    let q = f.queries.view();
+    assert!(
+        b.search_flat_lists(q, &f.flat(), probes.view(), 5, Metric::L2)
+            .unwrap()
+            .is_err(),
+        "{what}"
+    );
+    let mut short = f.flat();
+    short[1].codes = &short[1].codes[..5];
+    assert!(
+        b.search_flat_lists(q, &short, f.probes.view(), 5, Metric::L2)
+            .unwrap()
+            .is_err(),
+        "{what}"
+    );
+    assert!(
+        b.search_pq_lists(
+            q,
+            f.codebooks.view(),
+            f.layout(),
+            &f.pq(),
+            probes.view(),
+            5,
+            Metric::L2
+        )
+        .unwrap()
+        .is_err(),
+        "{what}"
+    );
+    let mut short = f.pq();
+    short[1].codes = &short[1].codes[..3];
+    assert!(
+        b.search_pq_lists(
+            q,
+            f.codebooks.view(),
+            f.layout(),
+            &short,
+            f.probes.view(),
+            5,
+            Metric::L2
+        )
+        .unwrap()
+        .is_err(),
+        "{what}"
+    );
+    let cand = Array2::from_elem((3, 2), f.by_id.nrows() as i64);
+    assert!(
+        b.refine(q, f.by_id.view(), cand.view(), 1, Metric::L2)
+            .unwrap()
+            .is_err(),
+        "{what}"
+    );
+    let few = Array2::from_elem((2, 2), 0i64);
+    assert!(
+        b.refine(q, f.by_id.view(), few.view(), 1, Metric::L2)
+            .unwrap()
+            .is_err(),
+        "{what}"
+    );
+}
+test_device!(reject_malformed_input);
 
 /// Batches of queries (partial results kept per batch and slot) give exactly
 /// the one-query-at-a-time reference, whatever the batch size, for flat

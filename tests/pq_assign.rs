@@ -74,8 +74,7 @@ fn check_against_reference(what: &str, got: &PqAssignment, reference: &[(Vec<f64
     }
 }
 
-test_device!(
-    fn matches_brute_force(b, what) {
+fn matches_brute_force(b: &dyn Backend, what: &str) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // (rows, d, m, ksub): odd sub-space widths, ksub not a multiple of 16,
     // more than one 16-centroid block, a single row.
@@ -97,10 +96,14 @@ test_device!(
         check_against_reference(&what, &got, &r);
         // The codes alone.
         let codes = b.pq_encode(x.view(), books.view(), m).unwrap();
-        assert_eq!(codes, got.codes.iter().copied().collect::<Vec<u8>>(), "{what}: pq_encode");
+        assert_eq!(
+            codes,
+            got.codes.iter().copied().collect::<Vec<u8>>(),
+            "{what}: pq_encode"
+        );
     }
 }
-);
+test_device!(matches_brute_force);
 
 /// Several row chunks on the GPU (binding capped at 128 rows of 24 floats).
 #[test]
@@ -118,21 +121,20 @@ fn gpu_chunks_rows() {
     check_against_reference("gpu chunked", &got, &rb);
 }
 
-test_device!(
-    fn rejects_bad_shapes(b, what) {
-        let x = Array2::<f32>::zeros((4, 10));
-        let books = Array2::<f32>::zeros((3 * 16, 3));
-        let e = b.pq_assign(x.view(), books.view(), 3, 16).unwrap_err();
-        assert!(e.to_string().contains("sub-spaces"), "{what}: {e}");
-        let e = b.pq_encode(x.view(), books.view(), 3).unwrap_err();
-        assert!(e.to_string().contains("sub-spaces"), "{what}: {e}");
-        let books = Array2::<f32>::zeros((5 * 16, 3));
-        let e = b.pq_assign(x.view(), books.view(), 5, 16).unwrap_err();
-        assert!(e.to_string().contains("codebooks"), "{what}: {e}");
-        let e = b.pq_encode(x.view(), books.view(), 5).unwrap_err();
-        assert!(e.to_string().contains("codebooks"), "{what}: {e}");
-    }
-);
+fn rejects_bad_shapes(b: &dyn Backend, what: &str) {
+    let x = Array2::<f32>::zeros((4, 10));
+    let books = Array2::<f32>::zeros((3 * 16, 3));
+    let e = b.pq_assign(x.view(), books.view(), 3, 16).unwrap_err();
+    assert!(e.to_string().contains("sub-spaces"), "{what}: {e}");
+    let e = b.pq_encode(x.view(), books.view(), 3).unwrap_err();
+    assert!(e.to_string().contains("sub-spaces"), "{what}: {e}");
+    let books = Array2::<f32>::zeros((5 * 16, 3));
+    let e = b.pq_assign(x.view(), books.view(), 5, 16).unwrap_err();
+    assert!(e.to_string().contains("codebooks"), "{what}: {e}");
+    let e = b.pq_encode(x.view(), books.view(), 5).unwrap_err();
+    assert!(e.to_string().contains("codebooks"), "{what}: {e}");
+}
+test_device!(rejects_bad_shapes);
 
 /// `Backend::pq_encode` of a trained quantizer: the CPU backend (the SIMD
 /// encoder, every instruction set) gives the codes of the quantizer's own
@@ -163,31 +165,35 @@ fn pq_encode_equals_the_quantizers_scalar_encoder() {
     assert!(differ <= 2, "{differ} GPU codes differ");
 }
 
-test_device!(
-    /// The codes of `pq_encode` are the quantizer's own scalar encoder's
-    /// (exactly on the CPU and the reference; the GPU's f32 sums run in
-    /// another order, so only exact ties between two sub-centroids could
-    /// differ).
-    fn encode_equals_product_quantizer_encode(b, what) {
-        let mut rng = ChaCha8Rng::seed_from_u64(8);
-        for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32)] {
-            let pq = rvc_index::faiss::ProductQuantizer {
-                d,
-                m,
-                nbits: 4,
-                centroids: (0..d * 16).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
-            };
-            let x = random(&mut rng, 301, d);
-            let want: Vec<u8> = x
-                .rows()
-                .into_iter()
-                .flat_map(|r| pq.encode(r.as_slice().unwrap()))
-                .collect();
-            let got = pq::encode_with(b, &pq, x.view()).unwrap();
-            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-            let allowed = if device::is_gpu(b) { 2 } else { 0 };
-            assert!(differ <= allowed, "{what} d={d} m={m}: {differ} codes differ");
-            assert_eq!(got.len(), want.len(), "{what}");
-        }
+/// The codes of `pq_encode` are the quantizer's own scalar encoder's
+/// (exactly on the CPU and the reference; the GPU's f32 sums run in
+/// another order, so only exact ties between two sub-centroids could
+/// differ).
+fn encode_equals_product_quantizer_encode(b: &dyn Backend, what: &str) {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32)] {
+        let pq = rvc_index::faiss::ProductQuantizer {
+            d,
+            m,
+            nbits: 4,
+            centroids: (0..d * 16)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect(),
+        };
+        let x = random(&mut rng, 301, d);
+        let want: Vec<u8> = x
+            .rows()
+            .into_iter()
+            .flat_map(|r| pq.encode(r.as_slice().unwrap()))
+            .collect();
+        let got = pq::encode_with(b, &pq, x.view()).unwrap();
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let allowed = if device::is_gpu(b) { 2 } else { 0 };
+        assert!(
+            differ <= allowed,
+            "{what} d={d} m={m}: {differ} codes differ"
+        );
+        assert_eq!(got.len(), want.len(), "{what}");
     }
-);
+}
+test_device!(encode_equals_product_quantizer_encode);

@@ -51,32 +51,42 @@ fn case(
     }
 }
 
-test_device!(
-    fn matches_cpu_on_awkward_shapes(b, what) {
-        for &(n, nb, d, m, alpha) in &[
-            (1, 1, 1, 1, 3.0f32),
-            (7, 20, 3, 5, 2.5),
-            (70, 300, 256, 16, 3.0),
-            (33, 50, 768, 64, 0.0),
-            (100, 40, 17, 9, 1.0),
-            // More neighbours per row than the GPU kernel holds.
-            (9, 90, 12, 80, 2.0),
-        ] {
-            case(b, n, nb, d, m, alpha, (n * d + m) as u64, what);
-        }
+fn matches_cpu_on_awkward_shapes(b: &dyn Backend, what: &str) {
+    for &(n, nb, d, m, alpha) in &[
+        (1, 1, 1, 1, 3.0f32),
+        (7, 20, 3, 5, 2.5),
+        (70, 300, 256, 16, 3.0),
+        (33, 50, 768, 64, 0.0),
+        (100, 40, 17, 9, 1.0),
+        // More neighbours per row than the GPU kernel holds.
+        (9, 90, 12, 80, 2.0),
+    ] {
+        case(b, n, nb, d, m, alpha, (n * d + m) as u64, what);
     }
-);
+}
+test_device!(matches_cpu_on_awkward_shapes);
 
-test_device!(
-    fn rejects_bad_shapes_and_ids(b, what) {
-        let q = Array2::<f32>::zeros((2, 3));
-        let db = Array2::<f32>::zeros((4, 3));
-        assert!(b.weighted_sum(q.view(), db.view(), array![[0i64], [4]].view(), 1.0).is_err(), "{what}");
-        assert!(b.weighted_sum(q.view(), db.view(), array![[0i64]].view(), 1.0).is_err(), "{what}");
-        let narrow = Array2::<f32>::zeros((4, 2));
-        assert!(b.weighted_sum(q.view(), narrow.view(), array![[0i64], [1]].view(), 1.0).is_err(), "{what}");
-    }
-);
+fn rejects_bad_shapes_and_ids(b: &dyn Backend, what: &str) {
+    let q = Array2::<f32>::zeros((2, 3));
+    let db = Array2::<f32>::zeros((4, 3));
+    assert!(
+        b.weighted_sum(q.view(), db.view(), array![[0i64], [4]].view(), 1.0)
+            .is_err(),
+        "{what}"
+    );
+    assert!(
+        b.weighted_sum(q.view(), db.view(), array![[0i64]].view(), 1.0)
+            .is_err(),
+        "{what}"
+    );
+    let narrow = Array2::<f32>::zeros((4, 2));
+    assert!(
+        b.weighted_sum(q.view(), narrow.view(), array![[0i64], [1]].view(), 1.0)
+            .is_err(),
+        "{what}"
+    );
+}
+test_device!(rejects_bad_shapes_and_ids);
 
 /// Negative similarities under a non-integer α: clamped to 0, never NaN.
 #[test]

@@ -7,14 +7,15 @@
 //! ```ignore
 //! #[macro_use]
 //! mod device;
-//! test_device!(fn sums_match(b, what) {
+//!
+//! fn sums_match(b: &dyn Backend, what: &str) {
 //!     let (s, c) = b.centroid_sums(x.view(), &labels, k).unwrap();
 //!     // ... assertions, messages tagged with `what`
-//! });
+//! }
+//! test_device!(sums_match);
 //! ```
-//! expands to a module `sums_match` with the tests `cpu`, `reference` and
-//! `gpu`, each calling the body with `b: &dyn Backend` and `what: &str`
-//! naming the backend.
+//! adds a module `sums_match` with the tests `cpu`, `reference` and `gpu`,
+//! each calling the body with a backend and `what` naming it.
 
 #![allow(dead_code)]
 
@@ -85,27 +86,21 @@ pub fn is_gpu(b: &dyn Backend) -> bool {
 
 #[allow(unused_macros)]
 macro_rules! test_device {
-    ($(#[$meta:meta])* fn $name:ident($b:ident, $what:ident) $body:block) => {
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn body($b: &dyn rvc_index::compute::Backend, $what: &str) $body
-
+    ($body:ident) => {
+        mod $body {
             #[test]
             fn cpu() {
-                $crate::device::on_cpus(body);
+                $crate::device::on_cpus(super::$body);
             }
 
             #[test]
             fn reference() {
-                $crate::device::on_reference(body);
+                $crate::device::on_reference(super::$body);
             }
 
             #[test]
             fn gpu() {
-                $crate::device::on_gpu(body);
+                $crate::device::on_gpu(super::$body);
             }
         }
     };
