@@ -1,4 +1,4 @@
-//! The `knn` primitive (`shaders/list_scan.wgsl`; `compute/gpu/list_scan.rs`;
+//! The `knn` primitive (`shaders/list_scan.wgsl`; `compute/gpu/list_scan/`;
 //! `compute/cpu/avx512_knn.rs`, `compute/cpu/portable.rs`) on every backend
 //! against a brute-force f64 ranking; exact on exact data, ties to the lower
 //! id; `knn_self` equal to `knn(x, x)`.

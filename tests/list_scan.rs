@@ -1,5 +1,5 @@
 //! The list-scan primitives `search_flat_lists`, `search_pq_lists` and
-//! `refine` (`shaders/list_scan.wgsl`; `compute/gpu/list_scan.rs`;
+//! `refine` (`shaders/list_scan.wgsl`; `compute/gpu/list_scan/`;
 //! `compute/cpu/list_search.rs` over `flat_scan.rs` and `pq_scan.rs`) on
 //! every backend against the one-query-at-a-time scalar references, on
 //! plain inverted lists: empty lists, lists longer than a GPU segment,

@@ -6,7 +6,7 @@
 //! | `assign` | `assign.wgsl`, `assign_subgroup.wgsl` | `assign.rs` |
 //! | `centroid_sums` | `centroid_sums.wgsl` | `centroid_sums.rs` |
 //! | `pq_assign`, `pq_encode` | `pq_assign.wgsl` | `pq_assign.rs` |
-//! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan.rs` |
+//! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan/` |
 //! | `weighted_sum` | `weighted_sum.wgsl` | `weighted_sum.rs` |
 //!
 //! `pq_tables` runs on the host (the CPU kernel); where a list-scan kernel
