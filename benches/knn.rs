@@ -1,6 +1,6 @@
-//! Exact k-NN on the CPU backend: the AVX-512 kernel (when this CPU has it)
-//! against the portable `gemm`-crate path, and `knn_self` against
-//! `knn(x, x)`.
+//! The `knn` and `knn_self` primitives on every backend (`benches/common`):
+//! the coarse search of IVF (queries against centroids), a database search,
+//! and query expansion's self-join (`knn_self` against `knn(x, x)`).
 //!
 //! `cargo bench --bench knn`. Throughput is in "elements" = FLOPs of the
 //! distance GEMM (2·nq·nb·d; for `knn_self` the same count as `knn(x, x)`,
@@ -8,67 +8,74 @@
 //! Compare with faiss in one run with `benches/compare_knn.py` (coarse
 //! search) and `benches/compare_qe.py` (query expansion).
 
-use std::time::Duration;
+mod common;
 
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{Array2, s};
 use rvc_index::Metric;
-use rvc_index::compute::Backend;
-use rvc_index::compute::cpu::{CpuBackend, Kernel};
-
-fn kernels() -> Vec<CpuBackend> {
-    [Kernel::Avx512, Kernel::Portable]
-        .into_iter()
-        .filter(|k| k.is_available())
-        .map(|k| CpuBackend::with_kernel(k).expect("available"))
-        .collect()
-}
 
 fn data(n: usize, d: usize) -> Array2<f32> {
     rvc_index::synthetic::database(n, d, 0).expect("synthetic rows")
 }
 
-/// Coarse search: queries against IVF centroids.
-fn bench_coarse(cr: &mut Criterion) {
+fn bench(cr: &mut Criterion) {
+    let bs = common::backends();
+    // Small: every backend, software adapters included.
+    let (nq, nb, d) = (1000, 20_000, 256);
+    let q = common::random(nq, d, 7);
+    let db = common::random(nb, d, 8);
+    let mut g = common::group(cr, &format!("knn/small_{nq}x{nb}x{d}"), false);
+    g.throughput(Throughput::Elements((2 * nq * nb * d) as u64));
+    for b in &bs {
+        g.bench_function(format!("{}/IP/k8", b.name), |bn| {
+            bn.iter(|| {
+                b.backend
+                    .knn(q.view(), db.view(), 8, Metric::InnerProduct)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+
+    if !common::wanted(true) {
+        return;
+    }
+    // Coarse search at RVC's size: 10 000 queries against 5128 centroids.
     let (nq, nb, d) = (10_000, 5128, 768);
     let all = data(nq + nb, d);
     let (q, c) = (all.slice(s![..nq, ..]), all.slice(s![nq.., ..]));
-    let mut g = cr.benchmark_group(format!("knn/coarse_{nq}x{nb}x{d}"));
+    let label = format!("coarse_{nq}x{nb}x{d}");
+    let mut g = common::group(cr, &format!("knn/{label}"), true);
     g.throughput(Throughput::Elements((2 * nq * nb * d) as u64));
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(15));
-    for b in kernels() {
+    for b in bs.iter().filter(|b| common::runs(b, true, &label)) {
         for k in [1, 8, 16] {
-            g.bench_function(format!("{}/L2/k{k}", b.kernel().name()), |bch| {
-                bch.iter(|| b.knn(q, c, k, Metric::L2).expect("knn"))
+            g.bench_function(format!("{}/L2/k{k}", b.name), |bn| {
+                bn.iter(|| b.backend.knn(q, c, k, Metric::L2).unwrap())
             });
         }
     }
     g.finish();
-}
 
-/// Query expansion's search: every row against all rows, inner product.
-fn bench_self(cr: &mut Criterion) {
+    // Query expansion's search: every row against all rows, inner product.
     let (n, d) = (20_000, 768);
     let x = data(n, d);
-    let mut g = cr.benchmark_group(format!("knn/self_{n}x{d}"));
+    let label = format!("self_{n}x{d}");
+    let mut g = common::group(cr, &format!("knn/{label}"), true);
     g.throughput(Throughput::Elements((2 * n * n * d) as u64));
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(20));
-    for b in kernels() {
+    for b in bs.iter().filter(|b| common::runs(b, true, &label)) {
         for k in [16, 128] {
-            let name = b.kernel().name();
-            g.bench_function(format!("{name}/knn_self/k{k}"), |bch| {
-                bch.iter(|| b.knn_self(x.view(), k, Metric::InnerProduct).expect("knn"))
+            g.bench_function(format!("{}/knn_self/k{k}", b.name), |bn| {
+                bn.iter(|| {
+                    b.backend
+                        .knn_self(x.view(), k, Metric::InnerProduct)
+                        .unwrap()
+                })
             });
-            g.bench_function(format!("{name}/knn_xx/k{k}"), |bch| {
-                bch.iter(|| {
-                    b.knn(x.view(), x.view(), k, Metric::InnerProduct)
-                        .expect("knn")
+            g.bench_function(format!("{}/knn_xx/k{k}", b.name), |bn| {
+                bn.iter(|| {
+                    b.backend
+                        .knn(x.view(), x.view(), k, Metric::InnerProduct)
+                        .unwrap()
                 })
             });
         }
@@ -76,5 +83,5 @@ fn bench_self(cr: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_coarse, bench_self);
+criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -107,11 +107,7 @@ fn main() -> rvc_index::Result<()> {
                 drop(search_index(&cpu, &index, q.view(), 8, Some(np)).unwrap())
             });
             let g = median(reps, || {
-                drop(
-                    gpu.search_index(&index, q.view(), 8, Some(np))
-                        .unwrap()
-                        .unwrap(),
-                )
+                drop(search_index(&gpu, &index, q.view(), 8, Some(np)).unwrap())
             });
             line(&format!("search {factory} k8 nprobe{np}"), c, g);
         }

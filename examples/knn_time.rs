@@ -71,7 +71,7 @@ fn main() -> Result<()> {
                     x.nrows(),
                     y.as_ref().map_or(x.nrows(), |y| y.nrows()),
                     x.ncols(),
-                    b.kernel().name(),
+                    b.isa().name(),
                     rayon::current_num_threads()
                 );
             }

@@ -9,6 +9,10 @@
 //! never contributes; for positive similarities (the usual case, and always
 //! the row itself) this is the formula as written. A row whose weights are
 //! all 0 (a zero row) stays 0.
+//!
+//! The neighbours come from `Backend::knn` / `knn_self` (exact) or an index
+//! search; the weighting and the sum are the backend's `weighted_sum`
+//! primitive.
 
 use std::time::Instant;
 
@@ -17,14 +21,12 @@ use ndarray::{Array2, ArrayView2, s};
 use crate::Error;
 use rayon::prelude::*;
 
-use crate::compute::Backend;
-use crate::compute::knn::Neighbours;
+use crate::compute::cpu::weighted_sum::normalize;
+use crate::compute::{Backend, Neighbours};
 use crate::index::factory::Factory;
 use crate::index::search::search_index;
 use crate::progress::Progress;
 use crate::{Metric, Result};
-
-const EPS: f32 = 1e-9;
 
 /// Lists probed by the approximate neighbour search unless told otherwise.
 pub const DEFAULT_NPROBE: usize = 16;
@@ -130,41 +132,12 @@ pub fn normalize_rows(x: &mut Array2<f32>) {
     if let Some(s) = x.as_slice_mut() {
         s.par_chunks_mut(d).for_each(normalize);
     } else {
-        x.rows_mut()
-            .into_iter()
-            .for_each(|mut r| normalize(r.as_slice_mut().unwrap()));
+        for mut r in x.rows_mut() {
+            let mut v: Vec<f32> = r.iter().copied().collect();
+            normalize(&mut v);
+            r.iter_mut().zip(v).for_each(|(o, v)| *o = v);
+        }
     }
-}
-
-fn normalize(r: &mut [f32]) {
-    let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(EPS);
-    r.iter_mut().for_each(|v| *v /= n);
-}
-
-/// The CPU form of the fused expansion kernel (`Backend::expand`).
-pub fn weighted_sum(
-    q: ArrayView2<f32>,
-    db: ArrayView2<f32>,
-    ids: ArrayView2<i64>,
-    alpha: f32,
-) -> Array2<f32> {
-    let d = q.ncols();
-    let mut out = Array2::<f32>::zeros((q.nrows(), d));
-    out.as_slice_mut()
-        .expect("fresh arrays are contiguous")
-        .par_chunks_mut(d.max(1))
-        .enumerate()
-        .for_each(|(i, y)| {
-            let qi = q.row(i);
-            for &id in ids.row(i).iter().filter(|&&id| id >= 0) {
-                let n = db.row(id as usize);
-                let sim: f32 = qi.iter().zip(n.iter()).map(|(a, b)| a * b).sum();
-                let w = sim.max(0.0).powf(alpha);
-                y.iter_mut().zip(n.iter()).for_each(|(o, &v)| *o += w * v);
-            }
-            normalize(y);
-        });
-    out
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -313,7 +286,7 @@ fn expand_normalized(
             }
         };
         let t = Instant::now();
-        let y = backend.expand(qb, db, ids, p.alpha)?;
+        let y = backend.weighted_sum(qb, db, ids, p.alpha)?;
         secs.weighted_sum += t.elapsed().as_secs_f64();
         out.slice_mut(s![lo..hi, ..]).assign(&y);
         bar.inc((hi - lo) as u64);

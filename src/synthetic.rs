@@ -207,31 +207,8 @@ impl Mixture {
             .for_each(|((xb, zb), tb)| {
                 let m = tb.len();
                 let mut prod = vec![0f32; m * d];
-                // SAFETY: prod is m×d, zb is m×r and a is d×r, all C order,
-                // with the strides given.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        d,
-                        r,
-                        prod.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        false,
-                        zb.as_ptr(),
-                        1,
-                        r as isize,
-                        a.as_ptr(),
-                        r as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                // prod = zb · aᵀ: zb is m×r and a is d×r, both C order.
+                crate::compute::cpu::gemm::abt(m, d, r, zb, a, &mut prod);
                 for i in 0..m {
                     let ti = tb[i];
                     let row = &mut xb[i * d..(i + 1) * d];

@@ -1,6 +1,9 @@
-//! Whole-index search on the GPU (`GpuBackend::search_index`) against the
-//! host search on the CPU backend, on the same index, on lavapipe in CI.
-//! No adapter at all is a failure, unless RVC_INDEX_SKIP_GPU_TESTS=1.
+//! Whole-index search (`index::search::search_index`, the one dispatcher)
+//! with the GPU backend against the same search with the CPU backend, on
+//! the same index, on lavapipe in CI: every stage runs the GPU's kernels
+//! where they cover the case (checked: no stage falls back to the CPU),
+//! and the CPU kernel where they do not. No adapter at all is a failure,
+//! unless RVC_INDEX_SKIP_GPU_TESTS=1.
 //!
 //! PQ fast-scan scores are sums of 8-bit table entries, so ids and distances
 //! must be identical. Exact distances (Flat, IVF-Flat, RFlat) are summed in a
@@ -15,13 +18,12 @@ use ndarray::{Array2, s};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
-use rvc_index::compute::Backend;
 use rvc_index::compute::cpu::CpuBackend;
 use rvc_index::compute::gpu::GpuBackend;
-use rvc_index::compute::knn::Neighbours;
+use rvc_index::compute::{Backend, Neighbours};
 use rvc_index::faiss::Index;
 use rvc_index::index::build::build;
-use rvc_index::index::search::search_index;
+use rvc_index::index::search::{Fallbacks, StageTimes, search_index, search_index_timed};
 use rvc_index::progress::Progress;
 
 fn make(x: &Array2<f32>, factory: &str, metric: Metric) -> Index {
@@ -88,10 +90,13 @@ fn check(
     what: &str,
 ) {
     let want = search_index(&CpuBackend::new(), index, q.view(), k, Some(nprobe)).unwrap();
-    let got = g
-        .search_index(index, q.view(), k, Some(nprobe))
-        .unwrap_or_else(|| panic!("{what}: the GPU declined"))
-        .unwrap();
+    let mut t = StageTimes::default();
+    let got = search_index_timed(g, index, q.view(), k, Some(nprobe), &mut t).unwrap();
+    assert_eq!(
+        t.cpu_fallback,
+        Fallbacks::default(),
+        "{what} k{k} nprobe{nprobe}: a stage fell back to the CPU"
+    );
     compare(&format!("{what} k{k} nprobe{nprobe}"), &got, &want, exact);
 }
 
@@ -167,10 +172,7 @@ fn long_lists() {
     // The entries at the far end of the list are reachable: query the last rows.
     let ivf = make(&x, "IVF1,Flat", Metric::L2);
     let tail = x.slice(s![69_990.., ..]).to_owned();
-    let got = g
-        .search_index(&ivf, tail.view(), 1, Some(1))
-        .unwrap()
-        .unwrap();
+    let got = search_index(&g, &ivf, tail.view(), 1, Some(1)).unwrap();
     for (i, &id) in got.ids.column(0).iter().enumerate() {
         assert_eq!(id, 69_990 + i as i64);
     }
@@ -193,20 +195,50 @@ fn chunked_bindings() {
     check(&g, &flat, &q, 5, 1, false, "chunked Flat");
 }
 
+/// Beyond what the GPU's kernels cover (k > 128, here also k·k_factor),
+/// that stage runs the CPU kernel and the results are the CPU backend's.
 #[test]
-fn declines_what_it_does_not_cover() {
+fn stages_the_gpu_does_not_cover_run_on_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     let x = random(&mut rng, 500, 8);
     let q = random(&mut rng, 3, 8);
+    let cpu = CpuBackend::new();
     let ivf = make(&x, "IVF4,Flat", Metric::L2);
-    assert!(g.search_index(&ivf, q.view(), 129, Some(2)).is_none());
-    // The public entry point still answers, on the host path.
-    let r = search_index(&g, &ivf, q.view(), 129, Some(2)).unwrap();
+    let mut t = StageTimes::default();
+    let r = search_index_timed(&g, &ivf, q.view(), 129, Some(2), &mut t).unwrap();
     assert_eq!(r.ids.dim(), (3, 129));
+    assert!(t.cpu_fallback.scan && !t.cpu_fallback.refine);
+    let want = search_index(&cpu, &ivf, q.view(), 129, Some(2)).unwrap();
+    compare("IVF-Flat k129", &r, &want, false);
+    // k·k_factor = 160: the PQ scan on the CPU, the refine (k = 8) on the GPU.
     let mut rf = make(&x, "IVF4,PQ4x4fs,RFlat", Metric::L2);
     set_k_factor(&mut rf, 20.0);
-    assert!(g.search_index(&rf, q.view(), 8, Some(2)).is_none());
+    let mut t = StageTimes::default();
+    let r = search_index_timed(&g, &rf, q.view(), 8, Some(2), &mut t).unwrap();
+    assert_eq!(
+        t.cpu_fallback,
+        Fallbacks {
+            scan: true,
+            refine: false
+        }
+    );
+    let want = search_index(&cpu, &rf, q.view(), 8, Some(2)).unwrap();
+    compare("RFlat×20", &r, &want, false);
+}
+
+/// `--json` books each stage's seconds where it ran: coarse, scan and
+/// refine are all non-zero when the GPU runs an RFlat search.
+#[test]
+fn stage_times_are_booked_per_stage() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let x = random(&mut rng, 2000, 16);
+    let q = random(&mut rng, 50, 16);
+    let rf = make(&x, "IVF16,PQ4x4fs,RFlat", Metric::L2);
+    let mut t = StageTimes::default();
+    search_index_timed(&g, &rf, q.view(), 8, Some(4), &mut t).unwrap();
+    assert!(t.coarse > 0.0 && t.scan > 0.0 && t.refine > 0.0, "{t:?}");
 }
 
 /// Fewer entries than k: padding with id -1 and the metric's worst score.

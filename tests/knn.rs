@@ -1,11 +1,17 @@
-//! Exact k-NN (`Backend::knn`) against a brute-force f64 ranking.
+//! The `knn` primitive (`shaders/list_scan.wgsl`; `compute/gpu/list_scan/`;
+//! `compute/cpu/avx512_knn.rs`, `compute/cpu/portable.rs`) on every backend
+//! against a brute-force f64 ranking; exact on exact data, ties to the lower
+//! id; `knn_self` equal to `knn(x, x)`.
+
+#![allow(clippy::needless_range_loop)]
 
 mod common;
+#[macro_use]
+mod device;
 
 use rvc_index::Metric;
-use rvc_index::compute::Backend;
-use rvc_index::compute::cpu::{CpuBackend, Kernel};
-use rvc_index::compute::knn::Neighbours;
+use rvc_index::compute::cpu::{CpuBackend, Isa, reference};
+use rvc_index::compute::{Backend, Neighbours};
 
 fn brute(
     x: &ndarray::Array2<f32>,
@@ -41,8 +47,7 @@ fn brute(
         .collect()
 }
 
-#[test]
-fn knn_matches_brute_force() {
+fn matches_brute_force(b: &dyn Backend, what: &str) {
     // Sizes straddle the 64-query and 1024-row tiles; k above the database size pads.
     for &(nq, nb, d, k) in &[
         (1usize, 1usize, 1usize, 1usize),
@@ -56,9 +61,7 @@ fn knn_matches_brute_force() {
         let x = common::mixture(nq, d, 3, nq as u64);
         let y = common::mixture(nb, d, 7, nb as u64 + 1);
         for metric in [Metric::L2, Metric::InnerProduct] {
-            let nn = CpuBackend::new()
-                .knn(x.view(), y.view(), k, metric)
-                .unwrap();
+            let nn = b.knn(x.view(), y.view(), k, metric).unwrap();
             let truth = brute(&x, &y, metric);
             for i in 0..nq {
                 for r in 0..k {
@@ -75,27 +78,27 @@ fn knn_matches_brute_force() {
                     if !near_tie {
                         assert_eq!(
                             id as usize, j,
-                            "{metric} nq={nq} nb={nb} d={d} query {i} rank {r}"
+                            "{what} {metric} nq={nq} nb={nb} d={d} query {i} rank {r}"
                         );
                     }
                     let want = if metric == Metric::L2 { s } else { -s };
                     let got = nn.scores[[i, r]] as f64;
                     assert!(
                         (got - want).abs() <= 1e-3 * want.abs().max(1.0),
-                        "{got} vs {want}"
+                        "{what}: {got} vs {want}"
                     );
                 }
             }
         }
     }
 }
+test_device!(matches_brute_force);
 
-/// Every kernel the CPU backend can run here.
+/// The CPU backend with every instruction set this processor runs.
 fn kernels() -> Vec<CpuBackend> {
-    [Kernel::Avx512, Kernel::Portable]
+    Isa::available()
         .into_iter()
-        .filter(|k| k.is_available())
-        .map(|k| CpuBackend::with_kernel(k).unwrap())
+        .map(|i| CpuBackend::with_isa(i).unwrap())
         .collect()
 }
 
@@ -132,8 +135,8 @@ fn check_order(nn: &Neighbours, metric: Metric, exact: bool) {
     }
 }
 
-#[test]
-fn kernels_agree_exactly_on_exact_data_with_ties() {
+/// Equal to the f64 brute force bit for bit on exact data, ties included.
+fn exact_on_exact_data_with_ties(b: &dyn Backend, what: &str) {
     for &(nq, nb, d, k) in &[
         (31usize, 1000usize, 37usize, 8usize),
         (200, 77, 5, 128),
@@ -143,23 +146,14 @@ fn kernels_agree_exactly_on_exact_data_with_ties() {
         let x = integer_rows(nq, d, 11, 1);
         let y = integer_rows(nb, d, 13, 2);
         for metric in [Metric::L2, Metric::InnerProduct] {
-            let reference = CpuBackend::with_kernel(Kernel::Portable)
-                .unwrap()
-                .knn(x.view(), y.view(), k, metric)
-                .unwrap();
-            check_order(&reference, metric, true);
-            for b in kernels() {
-                let nn = b.knn(x.view(), y.view(), k, metric).unwrap();
-                assert_eq!(
-                    nn,
-                    reference,
-                    "{:?} {metric} {nq}x{nb}x{d} k={k}",
-                    b.kernel()
-                );
-            }
+            let want = reference::knn(x.view(), y.view(), k, metric).unwrap();
+            check_order(&want, metric, true);
+            let nn = b.knn(x.view(), y.view(), k, metric).unwrap();
+            assert_eq!(nn, want, "{what} {metric} {nq}x{nb}x{d} k={k}");
         }
     }
 }
+test_device!(exact_on_exact_data_with_ties);
 
 #[test]
 fn knn_self_equals_knn_of_x_with_itself() {
@@ -177,30 +171,36 @@ fn knn_self_equals_knn_of_x_with_itself() {
                 let full = b.knn(x.view(), x.view(), k, metric).unwrap();
                 let own = b.knn_self(x.view(), k, metric).unwrap();
                 check_order(&own, metric, false);
-                assert_eq!(own, full, "{:?} {metric} n={n} d={d} k={k}", b.kernel());
+                assert_eq!(own, full, "{:?} {metric} n={n} d={d} k={k}", b.isa());
             }
         }
     }
     // Exact data with duplicate rows: ties everywhere, same answer as the
-    // portable kernel.
+    // f64 brute force.
     let x = integer_rows(900, 33, 40, 3);
     for metric in [Metric::L2, Metric::InnerProduct] {
-        let reference = CpuBackend::with_kernel(Kernel::Portable)
-            .unwrap()
-            .knn(x.view(), x.view(), 16, metric)
-            .unwrap();
+        let want = reference::knn(x.view(), x.view(), 16, metric).unwrap();
         for b in kernels() {
-            assert_eq!(b.knn_self(x.view(), 16, metric).unwrap(), reference);
+            assert_eq!(
+                b.knn_self(x.view(), 16, metric).unwrap(),
+                want,
+                "{:?}",
+                b.isa()
+            );
         }
     }
 }
 
-#[test]
-fn knn_rejects_mismatched_dimensions() {
+fn rejects_mismatched_dimensions(b: &dyn Backend, what: &str) {
     let x = ndarray::Array2::<f32>::zeros((3, 4));
     let y = ndarray::Array2::<f32>::zeros((3, 5));
-    for b in kernels() {
-        let e = b.knn(x.view(), y.view(), 2, Metric::L2).unwrap_err();
-        assert!(e.to_string().contains("dimensions"), "{e}");
-    }
+    let e = b.knn(x.view(), y.view(), 2, Metric::L2).unwrap_err();
+    assert!(e.to_string().contains("dimensions"), "{what}: {e}");
+    // k beyond what the GPU selection holds still answers (on the CPU).
+    let x = ndarray::Array2::<f32>::ones((2, 4));
+    let nn = b.knn(x.view(), x.view(), 200, Metric::L2).unwrap();
+    assert_eq!(nn.ids.dim(), (2, 200), "{what}");
+    assert_eq!(nn.ids[[0, 0]], 0, "{what}");
+    assert_eq!(nn.ids[[0, 2]], -1, "{what}");
 }
+test_device!(rejects_mismatched_dimensions);

@@ -65,120 +65,11 @@ fn codebook_and_codes_follow_faiss() {
 }
 
 // ---------------------------------------------------------------------------
-// pq_assign (CPU and GPU) and lockstep training against independent references.
+// Lockstep training against independent references.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rvc_index::Metric;
-use rvc_index::compute::gpu::GpuBackend;
-use rvc_index::compute::{Backend, PqAssignment};
+use rvc_index::compute::Backend;
 use rvc_index::train::kmeans::{self, KmeansParams};
-
-/// Every (row, sub-space)'s sub-centroid distances in f64, plus the tolerance
-/// of an f32 sum of `dsub` squares: 1e-5 · Σ (|x| + |c|)².
-fn reference(x: &Array2<f32>, books: &Array2<f32>, m: usize, ksub: usize) -> Vec<(Vec<f64>, f64)> {
-    let dsub = x.ncols() / m;
-    let mut out = Vec::new();
-    for row in x.rows() {
-        for sq in 0..m {
-            let sub = row.slice(ndarray::s![sq * dsub..(sq + 1) * dsub]);
-            let mut ds = Vec::new();
-            let mut scale = 0f64;
-            for c in 0..ksub {
-                let cen = books.row(sq * ksub + c);
-                let mut s = 0f64;
-                for (&a, &b) in sub.iter().zip(cen.iter()) {
-                    s += (a as f64 - b as f64).powi(2);
-                    scale = scale.max((a.abs() as f64 + b.abs() as f64).powi(2) * dsub as f64);
-                }
-                ds.push(s);
-            }
-            out.push((ds, 1e-5 * scale + 1e-12));
-        }
-    }
-    out
-}
-
-/// Codes equal the f64 argmin wherever it is not a near-tie (else the pick is
-/// within tolerance of the best), distances within tolerance.
-fn check_against_reference(what: &str, got: &PqAssignment, reference: &[(Vec<f64>, f64)]) {
-    for (i, ((&code, &dist), (ds, tol))) in got
-        .codes
-        .iter()
-        .zip(got.distances.iter())
-        .zip(reference)
-        .enumerate()
-    {
-        let mut order: Vec<usize> = (0..ds.len()).collect();
-        order.sort_by(|&a, &b| ds[a].total_cmp(&ds[b]).then(a.cmp(&b)));
-        let best = ds[order[0]];
-        let clear = order.len() < 2 || ds[order[1]] - best > 2.0 * tol;
-        if clear {
-            assert_eq!(code as usize, order[0], "{what}: entry {i}: {ds:?}");
-        } else {
-            assert!(ds[code as usize] - best <= 2.0 * tol, "{what}: entry {i}");
-        }
-        assert!(
-            (dist as f64 - ds[code as usize]).abs() <= *tol,
-            "{what}: entry {i}: distance {dist} vs {}",
-            ds[code as usize]
-        );
-    }
-}
-
-#[test]
-fn pq_assign_cpu_and_gpu_match_brute_force() {
-    let g = gpu();
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    // (rows, d, m, ksub): odd sub-space widths, ksub not a multiple of 16,
-    // more than one 16-centroid block, a single row.
-    for &(n, d, m, ksub) in &[
-        (1, 8, 4, 16),
-        (70, 24, 8, 16),
-        (200, 10, 5, 16),
-        (130, 64, 4, 16),
-        (90, 12, 3, 5),
-        (100, 15, 5, 40),
-        (65, 7, 7, 256),
-    ] {
-        let x = random(&mut rng, n, d);
-        let books = random(&mut rng, m * ksub, d / m);
-        let r = reference(&x, &books, m, ksub);
-        let what = format!("n{n} d{d} m{m} ksub{ksub}");
-        let cpu = CpuBackend::new()
-            .pq_assign(x.view(), books.view(), m, ksub)
-            .unwrap();
-        assert_eq!(cpu.codes.dim(), (n, m));
-        check_against_reference(&format!("cpu {what}"), &cpu, &r);
-        if let Some(g) = &g {
-            let got = g.pq_assign(x.view(), books.view(), m, ksub).unwrap();
-            check_against_reference(&format!("gpu {what}"), &got, &r);
-            // Several row chunks (binding capped at 128 rows of 24 floats).
-            if d == 24 {
-                let small = GpuBackend::new(true).unwrap().with_max_binding(128 * 96);
-                let big = random(&mut rng, 300, d);
-                let rb = reference(&big, &books, m, ksub);
-                let got = small.pq_assign(big.view(), books.view(), m, ksub).unwrap();
-                check_against_reference("gpu chunked", &got, &rb);
-            }
-        }
-    }
-}
-
-#[test]
-fn pq_assign_rejects_bad_shapes() {
-    let x = Array2::<f32>::zeros((4, 10));
-    let books = Array2::<f32>::zeros((3 * 16, 3));
-    let e = CpuBackend::new()
-        .pq_assign(x.view(), books.view(), 3, 16)
-        .unwrap_err();
-    assert!(e.to_string().contains("sub-spaces"), "{e}");
-    let books = Array2::<f32>::zeros((5 * 16, 3));
-    let e = CpuBackend::new()
-        .pq_assign(x.view(), books.view(), 5, 16)
-        .unwrap_err();
-    assert!(e.to_string().contains("codebooks"), "{e}");
-}
 
 /// The CPU backend without `assign_top2`, so that `kmeans::train` reassigns
 /// every row from scratch each iteration (brute force, as faiss does).
@@ -277,32 +168,4 @@ fn encode_is_the_nearest_sub_centroid() {
         let want = q.encode(row.as_slice().unwrap());
         assert_eq!(c.to_vec(), want);
     }
-}
-
-/// `Backend::pq_encode`: the GPU (pq_assign kernel) and the CPU backend (the
-/// host's SIMD encoder) give the codes of the quantizer's own scalar encoder.
-#[test]
-fn pq_encode_gpu_and_cpu_equal_the_scalar_encoder() {
-    let Some(g) = gpu() else { return };
-    let mut rng = ChaCha8Rng::seed_from_u64(77);
-    let x = random(&mut rng, 3001, 60);
-    let quantizer = pq::train(&CpuBackend::new(), x.view(), 15).unwrap();
-    let scalar: Vec<u8> = x
-        .rows()
-        .into_iter()
-        .flat_map(|r| quantizer.encode(r.as_slice().unwrap()))
-        .collect();
-    let cpu = CpuBackend::new().pq_encode(&quantizer, x.view()).unwrap();
-    let on_gpu = g.pq_encode(&quantizer, x.view()).unwrap();
-    assert_eq!(cpu.len(), 3001 * 15);
-    assert_eq!(cpu, scalar);
-    let differ = on_gpu.iter().zip(&scalar).filter(|(a, b)| a != b).count();
-    // Only exact ties between two sub-centroids could differ (f32 sums in
-    // another order); uniform random data has none in practice.
-    assert!(differ <= 2, "{differ} GPU codes differ");
-    assert!(
-        CpuBackend::new()
-            .pq_encode(&quantizer, x.view().slice_move(ndarray::s![.., ..59]))
-            .is_err()
-    );
 }

@@ -3,10 +3,8 @@
 mod common;
 
 use common::*;
-use ndarray::{Array2, array};
+use ndarray::Array2;
 use ndarray_npy::{read_npy, write_npy};
-use rvc_index::compute::Backend;
-use rvc_index::compute::cpu::CpuBackend;
 
 const NUMPY_QE: &str = r#"
 import sys, numpy as np, faiss
@@ -50,37 +48,6 @@ fn expand_equals_numpy_formula() {
         let err: f64 = out.trim().parse().unwrap();
         assert!(err < 1e-5, "max abs difference {err}");
     }
-}
-
-/// Negative similarities under a non-integer α: clamped to 0, never NaN.
-#[test]
-fn negative_similarities_are_clamped_not_nan() {
-    let q = array![[1.0f32, 0.0], [0.6, 0.8]];
-    let db = array![[1.0f32, 0.0], [-1.0, 0.0], [0.6, 0.8], [0.0, 0.0]];
-    let ids = array![[0i64, 1, 2, 3], [2, 1, -1, 0]];
-    let y = CpuBackend::new()
-        .expand(q.view(), db.view(), ids.view(), 2.5)
-        .unwrap();
-    assert!(y.iter().all(|v| v.is_finite()));
-    // Row 0: weights 1, 0 (clamped), 0.6^2.5, 0.
-    let w2 = 0.6f32.powf(2.5);
-    let e0 = [1.0 + w2 * 0.6, w2 * 0.8];
-    let n0 = (e0[0] * e0[0] + e0[1] * e0[1]).sqrt();
-    assert!((y[[0, 0]] - e0[0] / n0).abs() < 1e-6 && (y[[0, 1]] - e0[1] / n0).abs() < 1e-6);
-    // Row 1: itself (weight 1), id -1 skipped, row 0 with 0.6^2.5.
-    let e1 = [0.6 + w2, 0.8];
-    let n1 = (e1[0] * e1[0] + e1[1] * e1[1]).sqrt();
-    assert!((y[[1, 0]] - e1[0] / n1).abs() < 1e-6 && (y[[1, 1]] - e1[1] / n1).abs() < 1e-6);
-    // A zero row stays zero.
-    let z = CpuBackend::new()
-        .expand(
-            array![[0.0f32, 0.0]].view(),
-            db.view(),
-            array![[3i64]].view(),
-            0.5,
-        )
-        .unwrap();
-    assert_eq!(z, array![[0.0f32, 0.0]]);
 }
 
 /// `train --query-expansion` indexes exactly what `expand` makes of the shuffled rows.

@@ -30,6 +30,9 @@ if len(sys.argv) > 6:
     gt.add(db); _, G = gt.search(q, k); np.save(out + "_gi.npy", G)
 "#;
 
+/// faiss's distances and ids, and the exact ground truth when asked for.
+type FaissResult = (Array2<f32>, Array2<i64>, Option<Array2<i64>>);
+
 fn faiss_search(
     dir: &Path,
     index: &Path,
@@ -37,7 +40,7 @@ fn faiss_search(
     k: usize,
     nprobe: usize,
     db: Option<&Path>,
-) -> Option<(Array2<f32>, Array2<i64>, Option<Array2<i64>>)> {
+) -> Option<FaissResult> {
     let out = dir.join("faiss");
     let (ks, ns) = (k.to_string(), nprobe.to_string());
     let mut args = vec![
@@ -415,7 +418,7 @@ fn pq_search_equals_scalar_reference_on_every_isa() {
         let lists: Vec<_> = ivf
             .lists
             .iter()
-            .map(|l| rvc_index::index::search::List {
+            .map(|l| rvc_index::compute::List {
                 ids: &l.ids,
                 codes: &l.codes,
             })
@@ -425,24 +428,35 @@ fn pq_search_equals_scalar_reference_on_every_isa() {
             &ivf.ivf.quantizer.xb,
         )
         .unwrap();
+        let codebooks = rvc_index::index::pq::codebooks(&ivf.pq).unwrap();
+        let layout = rvc_index::compute::FastScan {
+            m: ivf.pq.m,
+            bbs: ivf.bbs,
+        };
         for (k, nprobe) in [(1, 1), (8, 3), (500, 1), (20, 17)] {
-            let reference = rvc_index::index::search::search_pq_reference(
+            let probes = rvc_index::index::search::coarse(
                 &backend,
                 centroids,
-                &ivf.pq,
-                ivf.bbs,
-                &lists,
-                ix.metric(),
                 queries.view(),
-                k,
                 nprobe,
+                ix.metric(),
             )
             .unwrap();
-            for isa in rvc_index::index::scan::Isa::available() {
+            let reference = rvc_index::compute::cpu::reference::search_pq_lists(
+                queries.view(),
+                codebooks,
+                layout,
+                &lists,
+                probes.view(),
+                k,
+                ix.metric(),
+            )
+            .unwrap();
+            for isa in rvc_index::compute::cpu::Isa::available() {
                 let out = dir.path().join("isa");
                 let (ks, ns) = (k.to_string(), nprobe.to_string());
                 let o = common::bin()
-                    .env(rvc_index::index::scan::ISA_ENV, isa.name())
+                    .env(rvc_index::compute::cpu::ISA_ENV, isa.name())
                     .args([
                         "search",
                         index.to_str().unwrap(),
@@ -472,302 +486,6 @@ fn pq_search_equals_scalar_reference_on_every_isa() {
                         (a - b).abs() <= 1e-5 * b.abs().max(1.0),
                         "{tag}: {a} vs {b}"
                     );
-                }
-            }
-        }
-    }
-}
-
-mod simd_scan {
-    use rand::{RngExt, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-    use rvc_index::Metric;
-    use rvc_index::compute::knn::TopK;
-    use rvc_index::faiss::{ProductQuantizer, fastscan};
-    use rvc_index::index::scan::{self, Isa, PqTop};
-    use rvc_index::index::search;
-
-    /// Small integers: every sum is exact whatever the order, so keys equal
-    /// the scalar reference bit for bit and ties really occur.
-    fn ints(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(-3i32..=3) as f32).collect()
-    }
-
-    #[test]
-    fn flat_scan_equals_scalar_on_odd_sizes() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        for isa in Isa::available() {
-            for &d in &[1usize, 3, 15, 16, 17, 33, 70] {
-                for &n in &[1usize, 5, 6, 7, 13, 40] {
-                    for &nq in &[1usize, 2, 3, 4, 5, 7] {
-                        for metric in [Metric::L2, Metric::InnerProduct] {
-                            let k = 1 + (n + nq) % 9;
-                            let rows = ints(&mut rng, n * d);
-                            let qs = ints(&mut rng, nq * d);
-                            let queries: Vec<&[f32]> = qs.chunks_exact(d).collect();
-                            let ids: Vec<i64> = (0..n as i64).map(|i| 1000 - 3 * i).collect();
-                            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
-                            scan::scan_flat(
-                                isa,
-                                metric,
-                                &queries,
-                                d,
-                                n,
-                                |i| &rows[i * d..(i + 1) * d],
-                                |i| ids[i],
-                                &mut tops,
-                            );
-                            for (q, top) in queries.iter().zip(&tops) {
-                                // Reference: stable sort by key (earlier row wins ties).
-                                let mut all: Vec<(f32, i64)> = rows
-                                    .chunks_exact(d)
-                                    .zip(&ids)
-                                    .map(|(r, &id)| (scan::flat_key_scalar(metric, q, r), id))
-                                    .collect();
-                                all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-                                all.truncate(k);
-                                let want: Vec<i64> = all.iter().map(|p| p.1).collect();
-                                let keys: Vec<f32> = all.iter().map(|p| p.0).collect();
-                                let tag = format!("{isa:?} d={d} n={n} nq={nq} {metric:?}");
-                                assert_eq!(top.ids, want, "{tag}");
-                                assert_eq!(top.keys, keys, "{tag}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn pq_scan_equals_scalar_on_odd_sizes() {
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        for isa in Isa::available() {
-            for &m in &[1usize, 2, 3, 4, 5, 7, 16, 17] {
-                let m2 = m + (m & 1);
-                for &n in &[1usize, 17, 31, 32, 33, 64, 95] {
-                    for &nq in &[1usize, 2, 3, 4, 5, 9] {
-                        for ip in [false, true] {
-                            let k = 1 + (n * 7 + nq) % 20;
-                            let codes: Vec<u8> =
-                                (0..n * m).map(|_| rng.random_range(0..16u8)).collect();
-                            let packed = fastscan::pq4_pack(&codes, m, 32);
-                            // Few distinct table values: many equal sums (ties by id).
-                            let luts: Vec<Vec<u8>> = (0..nq)
-                                .map(|_| {
-                                    let mut l: Vec<u8> = (0..m2 * 16)
-                                        .map(|_| rng.random_range(0..4u8) * 60)
-                                        .collect();
-                                    l[m * 16..].fill(0);
-                                    l
-                                })
-                                .collect();
-                            let lut_refs: Vec<&[u8]> = luts.iter().map(|l| &l[..]).collect();
-                            let ids: Vec<i64> = (0..n as i64).map(|i| (i * 37) % 101).collect();
-                            let mut tops: Vec<PqTop> = (0..nq).map(|_| PqTop::new(k)).collect();
-                            scan::scan_pq(isa, ip, &lut_refs, m2, &packed, n, &ids, &mut tops);
-                            for (lut, top) in luts.iter().zip(&tops) {
-                                let mut want: Vec<u64> = codes
-                                    .chunks_exact(m)
-                                    .zip(&ids)
-                                    .map(|(c, &id)| {
-                                        let s: u32 = c
-                                            .iter()
-                                            .enumerate()
-                                            .map(|(sq, &v)| lut[sq * 16 + v as usize] as u32)
-                                            .sum();
-                                        scan::pq_key(s as u16, id, ip)
-                                    })
-                                    .collect();
-                                want.sort_unstable();
-                                want.truncate(k);
-                                assert_eq!(top.keys, want, "{isa:?} m={m} n={n} nq={nq} ip={ip}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn random_pq(rng: &mut ChaCha8Rng, d: usize, m: usize) -> ProductQuantizer {
-        ProductQuantizer {
-            d,
-            m,
-            nbits: 4,
-            centroids: (0..d * 16)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn tables_equal_the_scalar_quantised_lut() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32), (6, 1)] {
-            let pq = random_pq(&mut rng, d, m);
-            let q: Vec<f32> = (0..9 * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            for metric in [Metric::L2, Metric::InnerProduct] {
-                let t = scan::pq_tables(&pq, &q, metric);
-                for (i, qi) in q.chunks_exact(d).enumerate() {
-                    let mut raw = search::lut(&pq, qi, metric);
-                    if metric == Metric::InnerProduct {
-                        raw.iter_mut().for_each(|v| *v = -*v);
-                    }
-                    let want = search::quantize_lut(&raw, m);
-                    let got: Vec<u16> = t.lut(i)[..m * 16].iter().map(|&v| v as u16).collect();
-                    assert_eq!(got, want.table, "d={d} m={m} {metric:?}");
-                    assert!(t.lut(i)[m * 16..].iter().all(|&v| v == 0));
-                    assert_eq!((t.a[i], t.b[i]), (want.a, want.b));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn fast_encoder_equals_product_quantizer_encode() {
-        let mut rng = ChaCha8Rng::seed_from_u64(8);
-        for &(d, m) in &[(8usize, 8usize), (15, 5), (12, 3), (64, 32)] {
-            let pq = random_pq(&mut rng, d, m);
-            let x: Vec<f32> = (0..301 * d)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect();
-            let want: Vec<u8> = x.chunks_exact(d).flat_map(|r| pq.encode(r)).collect();
-            assert_eq!(scan::pq_encode(&pq, &x), want, "d={d} m={m}");
-        }
-    }
-}
-
-/// Batches of queries (partial results kept per batch and slot) give exactly
-/// the one-query-at-a-time reference, whatever the batch size, for IVF-Flat
-/// (integer-valued data: exact sums, real ties) and fast-scan PQ.
-#[test]
-fn batched_search_equals_reference() {
-    use rvc_index::compute::cpu::CpuBackend;
-    use rvc_index::index::factory::{Codec, Factory, Nlist};
-    use rvc_index::index::search::{self, List, StageTimes};
-    let backend = CpuBackend::new();
-    let mut x = latent(1500 + 97, 24, 4, 21);
-    x.mapv_inplace(|v| (v * 2.0).round());
-    let (db, q) = (
-        x.slice(ndarray::s![..1500, ..]).to_owned(),
-        x.slice(ndarray::s![1500.., ..]).to_owned(),
-    );
-    for metric in [rvc_index::Metric::L2, rvc_index::Metric::InnerProduct] {
-        for codec in [Codec::Flat, Codec::Pq4FastScan { m: 6 }] {
-            let factory = Factory::Ivf {
-                nlist: Nlist::Fixed(9),
-                codec,
-                refine: false,
-            };
-            let built = rvc_index::index::build::build(
-                &backend,
-                db.view(),
-                factory,
-                metric,
-                1,
-                &rvc_index::progress::Progress::hidden(),
-            )
-            .unwrap();
-            for (k, nprobe) in [(1, 1), (10, 3), (400, 2), (5, 12)] {
-                for batch in [1, 7, 40, 1000] {
-                    let mut t = StageTimes::default();
-                    let (got, want) = match &built.index {
-                        rvc_index::faiss::Index::IvfFlat(ix) => {
-                            let lists: Vec<_> = ix
-                                .lists
-                                .iter()
-                                .map(|l| List {
-                                    ids: &l.ids,
-                                    codes: &l.codes,
-                                })
-                                .collect();
-                            let c = ndarray::ArrayView2::from_shape(
-                                (ix.ivf.quantizer.ntotal(), ix.ivf.d),
-                                &ix.ivf.quantizer.xb,
-                            )
-                            .unwrap();
-                            (
-                                search::search_flat(
-                                    &backend,
-                                    c,
-                                    &lists,
-                                    metric,
-                                    q.view(),
-                                    k,
-                                    nprobe,
-                                    Some(batch),
-                                    &mut t,
-                                )
-                                .unwrap(),
-                                search::search_flat_reference(
-                                    &backend,
-                                    c,
-                                    &lists,
-                                    metric,
-                                    q.view(),
-                                    k,
-                                    nprobe,
-                                )
-                                .unwrap(),
-                            )
-                        }
-                        rvc_index::faiss::Index::IvfPqFastScan(ix) => {
-                            let lists: Vec<_> = ix
-                                .lists
-                                .iter()
-                                .map(|l| List {
-                                    ids: &l.ids,
-                                    codes: &l.codes,
-                                })
-                                .collect();
-                            let c = ndarray::ArrayView2::from_shape(
-                                (ix.ivf.quantizer.ntotal(), ix.ivf.d),
-                                &ix.ivf.quantizer.xb,
-                            )
-                            .unwrap();
-                            (
-                                search::search_pq(
-                                    &backend,
-                                    c,
-                                    &ix.pq,
-                                    ix.bbs,
-                                    &lists,
-                                    metric,
-                                    q.view(),
-                                    k,
-                                    nprobe,
-                                    Some(batch),
-                                    &mut t,
-                                )
-                                .unwrap(),
-                                search::search_pq_reference(
-                                    &backend,
-                                    c,
-                                    &ix.pq,
-                                    ix.bbs,
-                                    &lists,
-                                    metric,
-                                    q.view(),
-                                    k,
-                                    nprobe,
-                                )
-                                .unwrap(),
-                            )
-                        }
-                        _ => unreachable!(),
-                    };
-                    let tag = format!("{metric:?} {codec:?} k={k} nprobe={nprobe} batch={batch}");
-                    assert_eq!(got.ids, want.ids, "{tag}");
-                    if k == 400 {
-                        assert!(got.ids.iter().any(|&i| i == -1), "{tag}: should pad");
-                    }
-                    for (a, b) in got.scores.iter().zip(want.scores.iter()) {
-                        assert!(
-                            a == b || (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                            "{tag}: {a} vs {b}"
-                        );
-                    }
                 }
             }
         }

@@ -1,11 +1,21 @@
 //! Bulk numeric operations behind one trait, so every algorithm runs (and is
 //! tested) unchanged on the CPU and on a wgpu device.
+//!
+//! This module is a leaf: it knows matrices, metrics and kernels, nothing of
+//! index files, index kinds or query expansion. Each primitive of
+//! [`Backend`] has one room: its WGSL kernel (`shaders/<name>.wgsl`), its
+//! host module (`gpu/<name>.rs`), its CPU kernels (`cpu/<name>.rs`), its
+//! scalar reference (`cpu::reference`) and its test (`tests/<name>.rs`).
 
 pub mod cpu;
 pub mod gpu;
-pub mod knn;
+pub mod lists;
+pub mod neighbours;
 
 use ndarray::{Array2, ArrayView2};
+
+pub use lists::{FastScan, KSUB, List, PqTables};
+pub use neighbours::{Neighbours, TopK};
 
 use crate::{Metric, Result};
 
@@ -40,6 +50,12 @@ pub struct BackendInfo {
     pub api: String,
 }
 
+/// The primitives every algorithm is written against. A backend implements
+/// `info`, `assign` and `centroid_sums`; every other primitive has the CPU
+/// kernel as its default. The list-scan primitives (`search_flat_lists`,
+/// `search_pq_lists`, `refine`) answer `None` where a backend has no kernel
+/// for the case (the default): the caller then runs the CPU kernel of
+/// [`cpu`] for that stage.
 pub trait Backend: Send + Sync {
     fn info(&self) -> BackendInfo;
 
@@ -64,6 +80,33 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Per-label sums of the rows of `x` (k×d) and the row count per label.
+    /// `labels[i] < k` for every row.
+    fn centroid_sums(
+        &self,
+        x: ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
+    ) -> Result<(Array2<f32>, Vec<u64>)>;
+
+    /// The `k` best rows of `y` for every row of `x`, best first (ties to the
+    /// lower index); id -1 and the worst score where `y` has fewer rows.
+    fn knn(
+        &self,
+        x: ArrayView2<f32>,
+        y: ArrayView2<f32>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<Neighbours> {
+        cpu::knn_with(cpu::Isa::detected(), x, Some(y), k, metric)
+    }
+
+    /// `knn(x, x, k, metric)`: every row's neighbours among the rows of `x`
+    /// (itself included). Backends may exploit the symmetry.
+    fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<Neighbours> {
+        self.knn(x, x, k, metric)
+    }
+
     /// For every row of `x` (n×d) and every sub-space `s < m` (columns
     /// `s·d/m .. (s+1)·d/m`), the nearest of that sub-space's `ksub`
     /// sub-centroids in L2, ties to the lower index. `codebooks` is
@@ -76,85 +119,100 @@ pub trait Backend: Send + Sync {
         m: usize,
         ksub: usize,
     ) -> Result<PqAssignment> {
-        cpu::pq::pq_assign(x, codebooks, m, ksub)
+        cpu::pq_assign::pq_assign(x, codebooks, m, ksub)
     }
 
-    /// Codes of every row of `x` under the product quantizer `pq` (`n × M`,
-    /// row-major, one code per byte): the nearest sub-centroid per sub-space,
-    /// ties to the lower index. The default is the host's SIMD encoder.
+    /// The codes of `pq_assign` alone (`n × m`, row-major, one code per
+    /// byte), `ksub = codebooks.nrows() / m`. The default is the CPU's SIMD
+    /// encoder.
     fn pq_encode(
         &self,
-        pq: &crate::faiss::ProductQuantizer,
         x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
     ) -> Result<Vec<u8>> {
-        if x.ncols() != pq.d {
-            return Err(crate::Error::Invalid(format!(
-                "PQ encoding: rows have {} columns, the quantizer {}",
-                x.ncols(),
-                pq.d
-            )));
-        }
-        let x = x.as_standard_layout();
-        Ok(crate::index::scan::pq_encode(
-            pq,
-            x.as_slice().expect("standard layout"),
-        ))
+        cpu::pq_encode::pq_encode(cpu::Isa::detected(), x, codebooks, m)
     }
 
-    /// The `k` best rows of `y` for every row of `x`, best first (ties to the
-    /// lower index); id -1 and the worst score where `y` has fewer rows.
-    fn knn(
+    /// The quantised look-up tables of every row of `queries` against 4-bit
+    /// `codebooks` (`(m·16) × (d/m)`), see [`PqTables`]: scores are squared
+    /// L2 distances, or inner products for `Metric::InnerProduct`.
+    fn pq_tables(
         &self,
-        x: ArrayView2<f32>,
-        y: ArrayView2<f32>,
-        k: usize,
+        queries: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
         metric: Metric,
-    ) -> Result<knn::Neighbours> {
-        Ok(knn::knn(x, y, k, metric))
+    ) -> Result<PqTables> {
+        cpu::pq_tables::pq_tables(cpu::Isa::detected(), queries, codebooks, m, metric)
     }
 
-    /// `knn(x, x, k, metric)`: every row's neighbours among the rows of `x`
-    /// (itself included). Backends may exploit the symmetry.
-    fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<knn::Neighbours> {
-        self.knn(x, x, k, metric)
-    }
-
-    /// Search a whole index (coarse search, list scan, refine) on this
-    /// backend, or `None` to let `index::search::search_index` run its host
-    /// path (which still calls `knn` for the coarse search). `nprobe`
-    /// overrides the value stored in the index.
-    fn search_index(
+    /// Exact search of flat inverted lists (`lists[l].codes`: `len × d`
+    /// floats): query `q` scans the lists `probes[q]` (-1 = none), best `k`
+    /// kept, distances summed directly as faiss's IVF-Flat scanner does,
+    /// ties to the list scanned first and within a list to the earlier
+    /// entry (the GPU orders exact ties by id). `None`: no kernel here for
+    /// this case.
+    fn search_flat_lists(
         &self,
-        _index: &crate::faiss::Index,
         _queries: ArrayView2<f32>,
+        _lists: &[List<'_, f32>],
+        _probes: ArrayView2<i64>,
         _k: usize,
-        _nprobe: Option<usize>,
-    ) -> Option<Result<knn::Neighbours>> {
+        _metric: Metric,
+    ) -> Option<Result<Neighbours>> {
         None
     }
 
-    /// α-query-expansion of the rows of `q` (already L2-normalised) from
-    /// their neighbours `ids` (rows of `db`, normalised; -1 = none): the
-    /// weights are `max(q·db_j, 0)^alpha`, the weighted sum is L2-normalised
-    /// (eps 1e-9). See `crate::qe`.
-    fn expand(
+    /// Search of 4-bit fast-scan lists (`layout`) with faiss's 8-bit
+    /// quantised tables of the queries against `codebooks` (built with
+    /// `pq_tables`): 16-bit table sums, equal sums by id (lower first for
+    /// L2, higher first for inner product), distance `b + sum / a`.
+    /// `None`: no kernel here for this case.
+    #[allow(clippy::too_many_arguments)]
+    fn search_pq_lists(
+        &self,
+        _queries: ArrayView2<f32>,
+        _codebooks: ArrayView2<f32>,
+        _layout: FastScan,
+        _lists: &[List<'_, u8>],
+        _probes: ArrayView2<i64>,
+        _k: usize,
+        _metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        None
+    }
+
+    /// Exact re-ranking: for every query its `candidates` (rows of `vectors`,
+    /// -1 = none) scored exactly, best `k` kept, ties to the earlier
+    /// candidate. `None`: no kernel here for this case.
+    ///
+    /// Every list-scan primitive checks its input first (probes that name
+    /// no list, codes shorter than their ids, candidates that name no
+    /// vector are errors, never panics).
+    fn refine(
+        &self,
+        _queries: ArrayView2<f32>,
+        _vectors: ArrayView2<f32>,
+        _candidates: ArrayView2<i64>,
+        _k: usize,
+        _metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        None
+    }
+
+    /// Per row `i` of `q`: the L2-normalised (eps 1e-9) sum of the rows
+    /// `ids[i]` of `db` (-1 = none), row `j` weighted by
+    /// `max(q_i · db_j, 0)^alpha`.
+    fn weighted_sum(
         &self,
         q: ArrayView2<f32>,
         db: ArrayView2<f32>,
         ids: ArrayView2<i64>,
         alpha: f32,
     ) -> Result<Array2<f32>> {
-        Ok(crate::qe::weighted_sum(q, db, ids, alpha))
+        cpu::weighted_sum::weighted_sum(q, db, ids, alpha)
     }
-
-    /// Per-label sums of the rows of `x` (k×d) and the row count per label.
-    /// `labels[i] < k` for every row.
-    fn centroid_sums(
-        &self,
-        x: ArrayView2<f32>,
-        labels: &[u32],
-        k: usize,
-    ) -> Result<(Array2<f32>, Vec<u64>)>;
 }
 
 /// `--device auto|gpu|cpu`.
@@ -170,7 +228,11 @@ pub enum DeviceChoice {
 }
 
 /// Create the backend the user asked for.
+/// A forced CPU instruction set that is unknown or unavailable is an error
+/// here, whatever the device (GPU backends run CPU kernels for the cases
+/// their kernels do not cover).
 pub fn select_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
+    cpu::Isa::from_env()?;
     match choice {
         DeviceChoice::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
         DeviceChoice::Gpu => Ok(Box::new(gpu::GpuBackend::new(true)?)),

@@ -1,4 +1,4 @@
-//! 4-bit fast-scan code layout (faiss `pq4_pack_codes`; format spec §7.2).
+//! 4-bit fast-scan code layout (faiss `pq4_pack_codes`, `faiss/impl/pq4_fast_scan.cpp`).
 //!
 //! A list's entries are cut into blocks of `bbs` entries (`bbs` a multiple of
 //! 32). A block is `bbs * M2 / 2` bytes, `M2 = M` rounded up to even. Inside a
@@ -28,8 +28,8 @@ pub fn packed_len(n: usize, m: usize, bbs: usize) -> usize {
 }
 
 /// Entry order inside one 16-byte half chunk: byte `j` holds entry `PERM[j]`
-/// (low nibble) and `PERM[j] + 16` (high nibble).
-pub const PERM: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+/// (low nibble) and `PERM[j] + 16` (high nibble); the search kernels' own.
+pub use crate::compute::lists::PERM;
 
 #[inline]
 fn slot(t: usize) -> usize {
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn spec_example() {
-        // faiss-format.md §7.2: IVF2,PQ4x4fs list 0; entry 0 = [2, 1, 14, 5],
+        // List 0 of an IVF2,PQ4x4fs index written by faiss: entry 0 = [2, 1, 14, 5],
         // entry 8 starts with 12, entry 16 with 6.
         let mut codes = vec![0u8; 17 * 4];
         codes[..4].copy_from_slice(&[2, 1, 14, 5]);

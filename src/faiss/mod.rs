@@ -1,4 +1,5 @@
-//! faiss index files: byte layout in `spec/faiss-format.md` of the design docs.
+//! faiss index files, byte for byte as faiss's `write_index` / `read_index`
+//! (`faiss/impl/index_write.cpp`, `index_read.cpp`) lay them out.
 //!
 //! Supported, for L2 and inner product: `IxF2`/`IxFI` (flat), `IwFl`
 //! (IVF-Flat, `ilar` lists with `full` or `sprs` size tables), `IwPf`

@@ -301,7 +301,7 @@ pub fn assign(
 
 /// The PQ codes of every row (`n × m`, row order), as the backend computes them.
 pub fn encode(backend: &dyn Backend, pq: &ProductQuantizer, x: ArrayView2<f32>) -> Result<Vec<u8>> {
-    backend.pq_encode(pq, x)
+    pq::encode_with(backend, pq, x)
 }
 
 /// faiss's `add`: every row to its list, and its PQ code for PQ kinds.

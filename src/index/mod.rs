@@ -5,7 +5,6 @@ pub mod build;
 pub mod factory;
 pub mod ivf;
 pub mod pq;
-pub mod scan;
 pub mod search;
 
 pub use factory::Factory;

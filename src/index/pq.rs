@@ -79,7 +79,7 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
         if spaces.iter().all(|s| s.done) {
             break;
         }
-        let books = codebooks(&spaces, ds);
+        let books = stacked(&spaces, ds);
         let a = backend.pq_assign(x.view(), books.view(), m, KSUB)?;
         spaces.par_iter_mut().enumerate().for_each(|(sq, sp)| {
             if sp.done {
@@ -112,7 +112,7 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
             sp.last_objective = Some(objective);
         });
     }
-    let centroids = codebooks(&spaces, ds).into_raw_vec_and_offset().0;
+    let centroids = stacked(&spaces, ds).into_raw_vec_and_offset().0;
     Ok(ProductQuantizer {
         d,
         m,
@@ -122,7 +122,7 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
 }
 
 /// `(m·KSUB) × dsub`: every sub-space's centroids, sub-space after sub-space.
-fn codebooks(spaces: &[SubSpace], ds: usize) -> Array2<f32> {
+fn stacked(spaces: &[SubSpace], ds: usize) -> Array2<f32> {
     let mut books = Array2::<f32>::zeros((spaces.len() * KSUB, ds));
     for (sq, sp) in spaces.iter().enumerate() {
         books
@@ -132,12 +132,35 @@ fn codebooks(spaces: &[SubSpace], ds: usize) -> Array2<f32> {
     books
 }
 
-/// Codes of every row (`n × M`, one code per byte): the nearest sub-centroid
-/// per sub-space, ties to the lower index (the CPU `pq_assign`).
+/// The quantizer's codebooks as the PQ primitives take them: `(M·ksub) ×
+/// dsub`, sub-space `s`'s centroids at rows `s·ksub ..`.
+pub fn codebooks(pq: &ProductQuantizer) -> Result<ArrayView2<'_, f32>> {
+    ArrayView2::from_shape((pq.m * pq.ksub(), pq.dsub()), &pq.centroids)
+        .map_err(|e| Error::Invalid(format!("PQ{}x{} codebooks: {e}", pq.m, pq.nbits)))
+}
+
+/// Codes of every row of `x` under `pq` (`n × M`, row-major, one code per
+/// byte) with `backend`'s `pq_encode`: the nearest sub-centroid per
+/// sub-space, ties to the lower index.
+pub fn encode_with(
+    backend: &dyn Backend,
+    pq: &ProductQuantizer,
+    x: ArrayView2<f32>,
+) -> Result<Vec<u8>> {
+    if x.ncols() != pq.d {
+        return Err(Error::Invalid(format!(
+            "PQ encoding: rows have {} columns, the quantizer {}",
+            x.ncols(),
+            pq.d
+        )));
+    }
+    backend.pq_encode(x, codebooks(pq)?, pq.m)
+}
+
+/// [`encode_with`] on the CPU, as an `n × M` matrix (the quantizer and the
+/// rows must agree: `pq.d` columns).
 pub fn encode(pq: &ProductQuantizer, x: ArrayView2<f32>) -> Array2<u8> {
-    let books = ArrayView2::from_shape((pq.m * pq.ksub(), pq.dsub()), &pq.centroids)
-        .expect("codebook shape");
-    crate::compute::cpu::pq::pq_assign(x, books, pq.m, pq.ksub())
-        .expect("codebooks match the quantizer")
-        .codes
+    let codes = encode_with(&crate::compute::cpu::CpuBackend::new(), pq, x)
+        .expect("rows match the quantizer");
+    Array2::from_shape_vec((x.nrows(), pq.m), codes).expect("n × M codes")
 }

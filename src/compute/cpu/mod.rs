@@ -1,91 +1,58 @@
-//! Native CPU backend: rayon over row blocks.
+//! Native CPU backend: rayon over row blocks, SIMD kernels chosen by one
+//! instruction-set choice ([`Isa`], `isa.rs`, read once per process).
 //!
-//! `assign` computes distances as a GEMM fused with the argmin, so no `n × k`
-//! matrix ever exists (only per-task scratch). Two kernels, chosen at run
-//! time ([`Kernel::best`]):
+//! One file per primitive, each the CPU twin of `gpu/<name>.rs`:
 //!
-//! * [`Kernel::Avx512`] (x86-64 with AVX-512F): a hand-written register-tiled
-//!   microkernel (`avx512.rs`), the one that matches faiss + OpenBLAS;
-//! * [`Kernel::Portable`] (everything else): the `gemm` crate on tiles.
+//! | primitive | CPU kernels |
+//! |---|---|
+//! | `assign` | `assign.rs` (AVX-512 microkernel `avx512.rs`, `gemm` tiles `portable.rs`) |
+//! | `centroid_sums` | `centroid_sums.rs` |
+//! | `knn`, `knn_self` | `avx512_knn.rs` (fused top-k), `portable.rs` |
+//! | `pq_assign` | `pq_assign.rs` |
+//! | `pq_encode` | `pq_encode.rs` |
+//! | `pq_tables` | `pq_tables.rs` |
+//! | `search_flat_lists`, `refine` | `list_search.rs` over `flat_scan.rs` |
+//! | `search_pq_lists` | `list_search.rs` over `pq_scan.rs` |
+//! | `weighted_sum` | `weighted_sum.rs` |
 //!
-//! The environment variable `RVC_INDEX_CPU_KERNEL=portable|avx512|auto` makes
-//! [`CpuBackend::new`] use a given kernel (for benchmarks and tests).
-//!
-//! `centroid_sums` accumulates each centroid's rows in row order in f32,
-//! exactly as faiss's `compute_centroids` does, so its result is bit-identical
-//! to faiss's and does not depend on the thread count.
+//! `reference` holds the scalar version of every primitive and
+//! [`ReferenceBackend`](reference::ReferenceBackend), the backend made of them.
 
+mod assign;
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
-mod knn;
+mod avx512_knn;
+mod centroid_sums;
+pub mod flat_scan;
+pub mod gemm;
+pub mod isa;
+pub mod list_search;
 mod portable;
-pub mod pq;
+pub mod pq_assign;
+pub mod pq_encode;
+pub mod pq_scan;
+pub mod pq_tables;
 pub mod reference;
+pub mod weighted_sum;
 
 use std::borrow::Cow;
 
 use ndarray::{Array2, ArrayView2};
-use rayon::prelude::*;
 
-use super::knn::Neighbours;
+pub use assign::assign_with;
+pub(crate) use assign::{Scores, norm2, prepared_beta};
+pub use centroid_sums::centroid_sums;
+pub use isa::{ISA_ENV, Isa};
+
+use super::lists::{FastScan, List, PqTables};
+use super::neighbours::Neighbours;
 use super::{Assignment, Backend, BackendInfo};
 use crate::{Error, Metric, Result};
 
-/// Environment variable that forces a kernel in [`CpuBackend::new`].
-pub const KERNEL_ENV: &str = "RVC_INDEX_CPU_KERNEL";
-
-/// Which assignment kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// Hand-written AVX-512F microkernel (x86-64 only).
-    Avx512,
-    /// `gemm` crate tiles, any CPU.
-    Portable,
-}
-
-impl Kernel {
-    /// The fastest kernel this CPU runs.
-    pub fn best() -> Kernel {
-        if Kernel::Avx512.is_available() {
-            Kernel::Avx512
-        } else {
-            Kernel::Portable
-        }
-    }
-
-    /// Whether this CPU can run the kernel.
-    pub fn is_available(self) -> bool {
-        match self {
-            Kernel::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => avx512::available(),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512 => false,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Avx512 => "avx512f",
-            Kernel::Portable => "portable (gemm crate)",
-        }
-    }
-
-    /// The kernel `RVC_INDEX_CPU_KERNEL` asks for, else [`Kernel::best`].
-    /// An unknown or unavailable value falls back to the best kernel.
-    pub fn from_env() -> Kernel {
-        match std::env::var(KERNEL_ENV).as_deref() {
-            Ok("portable") => Kernel::Portable,
-            Ok("avx512") if Kernel::Avx512.is_available() => Kernel::Avx512,
-            _ => Kernel::best(),
-        }
-    }
-}
-
 pub struct CpuBackend {
-    kernel: Kernel,
+    isa: Isa,
 }
 
 impl Default for CpuBackend {
@@ -95,26 +62,35 @@ impl Default for CpuBackend {
 }
 
 impl CpuBackend {
-    /// The best kernel for this CPU, unless `RVC_INDEX_CPU_KERNEL` says otherwise.
+    /// The instruction set `RVC_INDEX_CPU_ISA` asks for, else the best this
+    /// CPU runs ([`Isa::detected`]).
     pub fn new() -> Self {
         CpuBackend {
-            kernel: Kernel::from_env(),
+            isa: Isa::detected(),
         }
     }
 
-    /// A backend running `kernel`; fails if this CPU cannot run it.
-    pub fn with_kernel(kernel: Kernel) -> Result<Self> {
-        if !kernel.is_available() {
-            return Err(Error::Unsupported(format!(
-                "CPU kernel {} on this processor",
-                kernel.name()
-            )));
-        }
-        Ok(CpuBackend { kernel })
+    /// A backend running `isa`; fails if this CPU cannot run it.
+    pub fn with_isa(isa: Isa) -> Result<Self> {
+        check_isa(isa)?;
+        Ok(CpuBackend { isa })
     }
 
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+/// An error unless this processor runs `isa`.
+fn check_isa(isa: Isa) -> Result<()> {
+    if isa.is_available() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "CPU instruction set {} ({}) on this processor",
+            isa.name(),
+            isa.describe()
+        )))
     }
 }
 
@@ -124,7 +100,7 @@ impl Backend for CpuBackend {
             kind: "cpu".into(),
             name: format!(
                 "{}, {} threads",
-                self.kernel.name(),
+                self.isa.name(),
                 rayon::current_num_threads()
             ),
             device_type: String::new(),
@@ -133,7 +109,7 @@ impl Backend for CpuBackend {
     }
 
     fn assign(&self, x: ArrayView2<f32>, c: ArrayView2<f32>, metric: Metric) -> Result<Assignment> {
-        assign_with(self.kernel, x, c, metric)
+        assign_with(self.isa, x, c, metric)
     }
 
     fn centroid_sums(
@@ -152,19 +128,80 @@ impl Backend for CpuBackend {
         k: usize,
         metric: Metric,
     ) -> Result<Neighbours> {
-        knn_with(self.kernel, x, Some(y), k, metric)
+        knn_with(self.isa, x, Some(y), k, metric)
     }
 
     fn knn_self(&self, x: ArrayView2<f32>, k: usize, metric: Metric) -> Result<Neighbours> {
-        knn_with(self.kernel, x, None, k, metric)
+        knn_with(self.isa, x, None, k, metric)
+    }
+
+    fn pq_encode(
+        &self,
+        x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
+    ) -> Result<Vec<u8>> {
+        pq_encode::pq_encode(self.isa, x, codebooks, m)
+    }
+
+    fn pq_tables(
+        &self,
+        queries: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
+        metric: Metric,
+    ) -> Result<PqTables> {
+        pq_tables::pq_tables(self.isa, queries, codebooks, m, metric)
+    }
+
+    fn search_flat_lists(
+        &self,
+        queries: ArrayView2<f32>,
+        lists: &[List<'_, f32>],
+        probes: ArrayView2<i64>,
+        k: usize,
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        Some(list_search::search_flat_lists(
+            self.isa, queries, lists, probes, k, metric, None,
+        ))
+    }
+
+    fn search_pq_lists(
+        &self,
+        queries: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        layout: FastScan,
+        lists: &[List<'_, u8>],
+        probes: ArrayView2<i64>,
+        k: usize,
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        Some(list_search::search_pq_lists(
+            self.isa, queries, codebooks, layout, lists, probes, k, metric, None,
+        ))
+    }
+
+    fn refine(
+        &self,
+        queries: ArrayView2<f32>,
+        vectors: ArrayView2<f32>,
+        candidates: ArrayView2<i64>,
+        k: usize,
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        Some(list_search::refine(
+            self.isa, queries, vectors, candidates, k, metric,
+        ))
     }
 }
 
 /// [`Backend::knn`] (`y` given) or [`Backend::knn_self`] (`y` = `x`) with an
-/// explicit kernel. The AVX-512 kernel fuses the top-k into its GEMM
-/// microkernel (`knn.rs`); the portable one is `compute::knn::knn`.
+/// explicit instruction set. [`Isa::Avx512`] fuses the top-k into its GEMM
+/// microkernel (`avx512_knn.rs`); the others run `gemm` crate tiles with a
+/// running top-k (`portable.rs`).
 pub fn knn_with(
-    kernel: Kernel,
+    isa: Isa,
     x: ArrayView2<f32>,
     y: Option<ArrayView2<f32>>,
     k: usize,
@@ -184,93 +221,18 @@ pub fn knn_with(
             "knn: too many database rows ({nb})"
         )));
     }
-    if !kernel.is_available() {
-        return Err(Error::Unsupported(format!(
-            "CPU kernel {} on this processor",
-            kernel.name()
-        )));
-    }
-    match kernel {
+    check_isa(isa)?;
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 if d > 0 && k > 0 && nq > 0 && nb > 0 => {
+        Isa::Avx512 if d > 0 && k > 0 && nq > 0 && nb > 0 => {
             let xs = standard(x);
             Ok(match y {
-                Some(y) => knn::knn(&xs, nq, &standard(y), nb, d, k, metric),
-                None => knn::knn_self(&xs, nq, d, k, metric),
+                Some(y) => avx512_knn::knn(&xs, nq, &standard(y), nb, d, k, metric),
+                None => avx512_knn::knn_self(&xs, nq, d, k, metric),
             })
         }
-        _ => Ok(crate::compute::knn::knn(x, yv, k, metric)),
+        _ => portable::knn(x, yv, k, metric),
     }
-}
-
-/// [`Backend::assign`] with an explicit kernel.
-pub fn assign_with(
-    kernel: Kernel,
-    x: ArrayView2<f32>,
-    c: ArrayView2<f32>,
-    metric: Metric,
-) -> Result<Assignment> {
-    let (n, d) = x.dim();
-    let k = c.nrows();
-    if c.ncols() != d {
-        return Err(Error::Invalid(format!(
-            "assign: rows have {d} dimensions but centroids have {}",
-            c.ncols()
-        )));
-    }
-    if k == 0 {
-        return Err(Error::Invalid("assign: no centroids".into()));
-    }
-    if k > u32::MAX as usize || k > i32::MAX as usize - 64 {
-        return Err(Error::Invalid(format!("assign: too many centroids ({k})")));
-    }
-    if !kernel.is_available() {
-        return Err(Error::Unsupported(format!(
-            "CPU kernel {} on this processor",
-            kernel.name()
-        )));
-    }
-    let mut out = Assignment {
-        labels: vec![0; n],
-        distances: vec![0.0; n],
-    };
-    if n == 0 {
-        return Ok(out);
-    }
-    let scores = Scores::from(metric);
-    if d == 0 {
-        // Every centroid scores 0: the lowest index wins.
-        out.distances.fill(0.0);
-        return Ok(out);
-    }
-    let xs = standard(x);
-    let cs = standard(c);
-    match kernel {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => avx512::assign(
-            &xs,
-            n,
-            &cs,
-            k,
-            d,
-            scores,
-            &mut out.labels,
-            &mut out.distances,
-        ),
-        #[cfg(not(target_arch = "x86_64"))]
-        Kernel::Avx512 => unreachable!("checked by is_available"),
-        Kernel::Portable => portable::assign(
-            &xs,
-            n,
-            &cs,
-            k,
-            d,
-            scores,
-            &mut out.labels,
-            &mut out.distances,
-        ),
-    }
-    Ok(out)
 }
 
 /// The elements of `a` in row-major order, borrowed when already laid out so.
@@ -279,134 +241,4 @@ fn standard<'a>(a: ArrayView2<'a, f32>) -> Cow<'a, [f32]> {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().copied().collect()),
     }
-}
-
-/// What the kernels minimise: `alpha·x·c + beta[c]`, turned back into the
-/// reported score by [`Scores::finish`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Scores {
-    /// `‖c‖² − 2·x·c`; reported as `max(‖x‖² + that, 0)` (faiss clamps too).
-    L2,
-    /// `−x·c`; reported as `x·c`.
-    InnerProduct,
-}
-
-impl From<Metric> for Scores {
-    fn from(m: Metric) -> Self {
-        match m {
-            Metric::L2 => Scores::L2,
-            Metric::InnerProduct => Scores::InnerProduct,
-        }
-    }
-}
-
-impl Scores {
-    pub(crate) fn alpha(self) -> f32 {
-        match self {
-            Scores::L2 => -2.0,
-            Scores::InnerProduct => -1.0,
-        }
-    }
-
-    /// The reported distance of row `x` whose best minimised score is `v`.
-    #[inline]
-    pub(crate) fn finish(self, x: &[f32], v: f32) -> f32 {
-        match self {
-            Scores::L2 => (norm2(x) + v).max(0.0),
-            Scores::InnerProduct => -v,
-        }
-    }
-}
-
-/// Per-centroid offsets `beta` (length `k`).
-pub(crate) fn prepared_beta(c: &[f32], k: usize, d: usize, scores: Scores) -> Vec<f32> {
-    match scores {
-        Scores::L2 => c.par_chunks(d).map(norm2).collect(),
-        Scores::InnerProduct => vec![0.0; k],
-    }
-}
-
-/// Squared norm in f32 (16 interleaved partial sums, so it vectorises).
-pub(crate) fn norm2(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = v.chunks_exact(16);
-    for ch in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(ch) {
-            *a += x * x;
-        }
-    }
-    let mut s = 0f32;
-    for &x in chunks.remainder() {
-        s += x * x;
-    }
-    // Pairwise fold of the partial sums.
-    let mut w = 16;
-    while w > 1 {
-        w /= 2;
-        for i in 0..w {
-            acc[i] += acc[i + w];
-        }
-    }
-    acc[0] + s
-}
-
-/// Per-label sums and counts, faiss's `compute_centroids` order: every
-/// centroid starts at +0.0 and adds its rows in increasing row order in f32.
-/// Rows are bucketed by label first (a stable counting sort), then the
-/// centroids are summed in parallel, so the result is bit-identical whatever
-/// the thread count.
-pub fn centroid_sums(
-    x: ArrayView2<f32>,
-    labels: &[u32],
-    k: usize,
-) -> Result<(Array2<f32>, Vec<u64>)> {
-    let (n, d) = x.dim();
-    if labels.len() != n {
-        return Err(Error::Invalid(format!(
-            "centroid_sums: {n} rows but {} labels",
-            labels.len()
-        )));
-    }
-    let mut counts = vec![0u64; k];
-    for (i, &l) in labels.iter().enumerate() {
-        let Some(c) = counts.get_mut(l as usize) else {
-            return Err(Error::Invalid(format!(
-                "centroid_sums: label {l} of row {i} is not below k = {k}"
-            )));
-        };
-        *c += 1;
-    }
-    let mut start = Vec::with_capacity(k + 1);
-    let mut acc = 0usize;
-    start.push(0);
-    for &c in &counts {
-        acc += c as usize;
-        start.push(acc);
-    }
-    let mut fill = start.clone();
-    let mut order = vec![0usize; n];
-    for (i, &l) in labels.iter().enumerate() {
-        let f = &mut fill[l as usize];
-        order[*f] = i;
-        *f += 1;
-    }
-    let mut sums = Array2::<f32>::zeros((k, d));
-    if d == 0 || k == 0 {
-        return Ok((sums, counts));
-    }
-    let xs = standard(x);
-    sums.as_slice_mut()
-        .expect("fresh array is contiguous")
-        .par_chunks_mut(d)
-        .enumerate()
-        .with_min_len(8)
-        .for_each(|(j, s)| {
-            for &r in &order[start[j]..start[j + 1]] {
-                let row = &xs[r * d..(r + 1) * d];
-                for (a, &v) in s.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
-        });
-    Ok((sums, counts))
 }

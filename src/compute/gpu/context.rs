@@ -376,7 +376,7 @@ mod tests {
 
     /// An over-limit buffer is a validation error: it must come back as
     /// `Error::Gpu`, not as wgpu's panic. (Needs an adapter; without one
-    /// there is nothing to check here, and tests/gpu_backend.rs fails.)
+    /// there is nothing to check here, and tests/assign.rs fails.)
     #[test]
     fn validation_errors_are_errors() {
         let Ok(gpu) = Gpu::new(true) else { return };

@@ -1,28 +1,43 @@
-//! wgpu backend. Kernels live in `shaders/`, one host module per shader.
+//! wgpu backend. Kernels live in `shaders/`, one host module per shader,
+//! named after it:
+//!
+//! | primitive | shader | host module |
+//! |---|---|---|
+//! | `assign` | `assign.wgsl`, `assign_subgroup.wgsl` | `assign.rs` |
+//! | `centroid_sums` | `centroid_sums.wgsl` | `centroid_sums.rs` |
+//! | `pq_assign`, `pq_encode` | `pq_assign.wgsl` | `pq_assign.rs` |
+//! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan/` |
+//! | `weighted_sum` | `weighted_sum.wgsl` | `weighted_sum.rs` |
+//!
+//! `pq_tables` runs on the host (the CPU kernel); where a list-scan kernel
+//! does not cover a case its primitive answers `None` and the caller runs
+//! the CPU kernel.
 
 mod assign;
+mod centroid_sums;
 mod context;
-mod expand;
-mod pq;
-mod search;
-mod sums;
+mod list_scan;
+mod pq_assign;
+mod weighted_sum;
 
 use ndarray::{Array2, ArrayView2};
 
 pub use assign::AssignVariant;
 use context::Gpu;
-pub use search::MAX_K as SEARCH_MAX_K;
+pub use list_scan::MAX_K as SEARCH_MAX_K;
 
-use super::{Assignment, Backend, BackendInfo, PqAssignment};
+use super::lists::{FastScan, List};
+use super::neighbours::Neighbours;
+use super::{Assignment, Backend, BackendInfo, PqAssignment, cpu};
 use crate::{Metric, Result};
 
 pub struct GpuBackend {
     gpu: Gpu,
     assign: assign::AssignKernel,
-    sums: sums::SumsKernel,
-    expand: expand::ExpandKernel,
-    pq: pq::PqKernel,
-    search: search::SearchKernel,
+    sums: centroid_sums::SumsKernel,
+    weighted_sum: weighted_sum::WeightedSumKernel,
+    pq: pq_assign::PqKernel,
+    list_scan: list_scan::ListScanKernel,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -34,10 +49,10 @@ impl GpuBackend {
     pub fn new(allow_software: bool) -> Result<Self> {
         let gpu = Gpu::new(allow_software)?;
         let assign = assign::AssignKernel::new(&gpu)?;
-        let sums = sums::SumsKernel::new(&gpu)?;
-        let expand = expand::ExpandKernel::new(&gpu)?;
-        let pq = pq::PqKernel::new(&gpu)?;
-        let search = search::SearchKernel::new(&gpu)?;
+        let sums = centroid_sums::SumsKernel::new(&gpu)?;
+        let weighted_sum = weighted_sum::WeightedSumKernel::new(&gpu)?;
+        let pq = pq_assign::PqKernel::new(&gpu)?;
+        let list_scan = list_scan::ListScanKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
         // workgroup-memory tiles do not.
@@ -53,9 +68,9 @@ impl GpuBackend {
             gpu,
             assign,
             sums,
-            expand,
+            weighted_sum,
             pq,
-            search,
+            list_scan,
             variant,
             max_binding,
         })
@@ -84,10 +99,10 @@ impl GpuBackend {
         self
     }
 
-    fn searcher(&self) -> search::Searcher<'_> {
-        search::Searcher {
+    fn searcher(&self) -> list_scan::Searcher<'_> {
+        list_scan::Searcher {
             gpu: &self.gpu,
-            kernel: &self.search,
+            kernel: &self.list_scan,
             max_binding: self.max_binding,
         }
     }
@@ -127,18 +142,18 @@ impl Backend for GpuBackend {
         m: usize,
         ksub: usize,
     ) -> Result<PqAssignment> {
-        pq::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
+        pq_assign::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
     }
 
-    /// Encoding is `pq_assign` against the quantizer's codebooks.
+    /// Encoding is `pq_assign`'s codes.
     fn pq_encode(
         &self,
-        pq: &crate::faiss::ProductQuantizer,
         x: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        m: usize,
     ) -> Result<Vec<u8>> {
-        let books = ArrayView2::from_shape((pq.m * pq.ksub(), pq.dsub()), &pq.centroids)
-            .map_err(|e| crate::Error::Invalid(format!("PQ codebooks: {e}")))?;
-        let codes = self.pq_assign(x, books, pq.m, pq.ksub())?.codes;
+        let ksub = codebooks.nrows() / m.max(1);
+        let codes = self.pq_assign(x, codebooks, m, ksub)?.codes;
         Ok(if codes.is_standard_layout() {
             codes.into_raw_vec_and_offset().0
         } else {
@@ -146,38 +161,81 @@ impl Backend for GpuBackend {
         })
     }
 
+    /// The device's k-NN where it covers `k`, else the CPU kernel.
     fn knn(
         &self,
         x: ArrayView2<f32>,
         y: ArrayView2<f32>,
         k: usize,
         metric: Metric,
-    ) -> Result<super::knn::Neighbours> {
-        let s = self.searcher();
-        search::knn(&s, x, y, k, metric).unwrap_or_else(|| Ok(super::knn::knn(x, y, k, metric)))
+    ) -> Result<Neighbours> {
+        list_scan::knn(&self.searcher(), x, y, k, metric)
+            .unwrap_or_else(|| cpu::knn_with(cpu::Isa::detected(), x, Some(y), k, metric))
     }
 
-    fn search_index(
+    fn search_flat_lists(
         &self,
-        index: &crate::faiss::Index,
         queries: ArrayView2<f32>,
+        lists: &[List<'_, f32>],
+        probes: ArrayView2<i64>,
         k: usize,
-        nprobe: Option<usize>,
-    ) -> Option<Result<super::knn::Neighbours>> {
-        search::search_index(&self.searcher(), index, queries, k, nprobe)
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        list_scan::search_flat_lists(&self.searcher(), queries, lists, probes, k, metric)
     }
 
-    fn expand(
+    fn search_pq_lists(
+        &self,
+        queries: ArrayView2<f32>,
+        codebooks: ArrayView2<f32>,
+        layout: FastScan,
+        lists: &[List<'_, u8>],
+        probes: ArrayView2<i64>,
+        k: usize,
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        if !list_scan::pq_covered(layout, k, queries.nrows(), probes.ncols()) {
+            return None;
+        }
+        let tables = match self.pq_tables(queries, codebooks, layout.m, metric) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        list_scan::search_pq_lists(&self.searcher(), &tables, layout, lists, probes, k, metric)
+    }
+
+    fn refine(
+        &self,
+        queries: ArrayView2<f32>,
+        vectors: ArrayView2<f32>,
+        candidates: ArrayView2<i64>,
+        k: usize,
+        metric: Metric,
+    ) -> Option<Result<Neighbours>> {
+        list_scan::refine(&self.searcher(), queries, vectors, candidates, k, metric)
+    }
+
+    /// The device kernel for up to `weighted_sum::MAX_M` neighbours per row,
+    /// the CPU kernel beyond.
+    fn weighted_sum(
         &self,
         q: ArrayView2<f32>,
         db: ArrayView2<f32>,
         ids: ArrayView2<i64>,
         alpha: f32,
     ) -> Result<Array2<f32>> {
-        if ids.ncols() > expand::MAX_M {
-            return Ok(crate::qe::weighted_sum(q, db, ids, alpha));
+        if ids.ncols() > weighted_sum::MAX_M {
+            return cpu::weighted_sum::weighted_sum(q, db, ids, alpha);
         }
-        expand::expand(&self.gpu, &self.expand, self.max_binding, q, db, ids, alpha)
+        weighted_sum::weighted_sum(
+            &self.gpu,
+            &self.weighted_sum,
+            self.max_binding,
+            q,
+            db,
+            ids,
+            alpha,
+        )
     }
 
     fn centroid_sums(
@@ -186,6 +244,6 @@ impl Backend for GpuBackend {
         labels: &[u32],
         k: usize,
     ) -> Result<(Array2<f32>, Vec<u64>)> {
-        sums::centroid_sums(&self.gpu, &self.sums, self.max_binding, x, labels, k)
+        centroid_sums::centroid_sums(&self.gpu, &self.sums, self.max_binding, x, labels, k)
     }
 }

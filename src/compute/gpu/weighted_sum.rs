@@ -1,4 +1,5 @@
-//! Host side of `shaders/expand.wgsl`: α-query expansion on the device.
+//! Host side of `shaders/weighted_sum.wgsl`: the `weighted_sum` primitive
+//! (the arithmetic of α-query expansion) on the device.
 
 use std::collections::HashMap;
 
@@ -21,34 +22,34 @@ struct Params {
     _pad: [u32; 3],
 }
 
-pub(crate) struct ExpandKernel {
+pub(crate) struct WeightedSumKernel {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
 }
 
-impl ExpandKernel {
+impl WeightedSumKernel {
     pub fn new(gpu: &Gpu) -> Result<Self> {
-        gpu.checked("compiling expand.wgsl", || {
+        gpu.checked("compiling weighted_sum.wgsl", || {
             let (layout, mut p) = gpu.kernel(
-                "expand.wgsl",
-                include_str!("../../../shaders/expand.wgsl").into(),
+                "weighted_sum.wgsl",
+                include_str!("../../../shaders/weighted_sum.wgsl").into(),
                 false,
                 &[true, true, true, false],
-                &["expand"],
+                &["weighted_sum"],
             );
             let pipeline = p.remove(0);
-            ExpandKernel { layout, pipeline }
+            WeightedSumKernel { layout, pipeline }
         })
     }
 }
 
-/// Expand the rows of `q` from their neighbours `ids` in `db` (see
-/// `crate::qe::weighted_sum`, the CPU form). Rows are processed in chunks
+/// Weighted sums of the rows of `q` from their neighbours `ids` in `db` (see
+/// `cpu::weighted_sum`, the CPU form). Rows are processed in chunks
 /// whose queries, distinct neighbour rows and outputs each fit one storage
 /// binding; only the neighbour rows a chunk needs are uploaded.
-pub(crate) fn expand(
+pub(crate) fn weighted_sum(
     gpu: &Gpu,
-    kernel: &ExpandKernel,
+    kernel: &WeightedSumKernel,
     max_binding: u64,
     q: ArrayView2<f32>,
     db: ArrayView2<f32>,
@@ -59,7 +60,7 @@ pub(crate) fn expand(
     let m = ids.ncols();
     if db.ncols() != d || ids.nrows() != n {
         return Err(Error::Invalid(format!(
-            "expand: {n}×{d} queries, {}×{} database, {}×{m} ids",
+            "weighted_sum: {n}×{d} queries, {}×{} database, {}×{m} ids",
             db.nrows(),
             db.ncols(),
             ids.nrows()
@@ -67,12 +68,12 @@ pub(crate) fn expand(
     }
     if m > MAX_M {
         return Err(Error::Invalid(format!(
-            "expand: at most {MAX_M} neighbours per row on the GPU, got {m}"
+            "weighted_sum: at most {MAX_M} neighbours per row on the GPU, got {m}"
         )));
     }
     if let Some(&bad) = ids.iter().find(|&&i| i >= db.nrows() as i64) {
         return Err(Error::Invalid(format!(
-            "expand: neighbour id {bad} out of range"
+            "weighted_sum: neighbour id {bad} out of range"
         )));
     }
     let mut out = Array2::<f32>::zeros((n, d));
@@ -120,32 +121,32 @@ pub(crate) fn expand(
             .map(|&i| if i >= 0 { local[&i] } else { -1 })
             .collect();
         let rows = db.select(ndarray::Axis(0), &order);
-        let chunk = gpu.checked("GPU expand", || -> Result<Vec<f32>> {
+        let chunk = gpu.checked("GPU weighted_sum", || -> Result<Vec<f32>> {
             let qbuf = gpu.buffer(
-                "expand queries",
+                "weighted_sum rows",
                 nq as u64 * row_bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             );
             upload_rows(gpu, &qbuf, q.slice(ndarray::s![start..end, ..]), nq, dp4)?;
             let dbuf = gpu.buffer(
-                "expand neighbours",
+                "weighted_sum neighbours",
                 order.len().max(1) as u64 * row_bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             );
             upload_rows(gpu, &dbuf, rows.view(), order.len(), dp4)?;
             let ibuf = gpu.upload(
-                "expand ids",
+                "weighted_sum ids",
                 bytemuck::cast_slice(&remapped),
                 wgpu::BufferUsages::STORAGE,
             );
             let out_bytes = nq as u64 * row_bytes;
             let obuf = gpu.buffer(
-                "expand out",
+                "weighted_sum out",
                 out_bytes,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             );
             let rb = gpu.buffer(
-                "expand read-back",
+                "weighted_sum read-back",
                 out_bytes,
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             );
@@ -159,12 +160,12 @@ pub(crate) fn expand(
                 _pad: [0; 3],
             };
             let pbuf = gpu.upload(
-                "expand params",
+                "weighted_sum params",
                 bytemuck::bytes_of(&params),
                 wgpu::BufferUsages::UNIFORM,
             );
             let group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("expand"),
+                label: Some("weighted_sum"),
                 layout: &kernel.layout,
                 entries: &[
                     bind(0, &pbuf),

@@ -1,6 +1,7 @@
-// α-query expansion of one batch of rows (see src/qe.rs): for query row r,
-// gather its m neighbour rows by id, weight each by max(q·n, 0)^alpha (the
-// "nd,nmd->nm" einsum), sum the weighted rows and L2-normalise (eps 1e-9).
+// The weighted_sum primitive (the arithmetic of α-query expansion) for one
+// batch of rows: for row r, gather its m neighbour rows by id, weight each
+// by max(q·n, 0)^alpha (the "nd,nmd->nm" einsum), sum the weighted rows and
+// L2-normalise (eps 1e-9).
 //
 // One workgroup of 64 invocations per query row; each invocation owns the
 // vec4 columns c ≡ lid (mod 64), and dot products are reduced through
@@ -43,7 +44,7 @@ fn reduce(t: u32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn expand(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn weighted_sum(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let t = lid.x;
     let r = wid.x + wid.y * p.groups_x;
     // No early return: every invocation must reach every barrier.

@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2};
 
 use super::context::{Gpu, bind, pipelined_chunks, round_up};
 use crate::compute::PqAssignment;
-use crate::compute::cpu::pq::check;
+use crate::compute::cpu::pq_assign::check;
 use crate::{Error, Result};
 
 /// Rows per workgroup (the shader's workgroup size).
@@ -76,7 +76,7 @@ pub(crate) fn pq_assign(
     m: usize,
     ksub: usize,
 ) -> Result<PqAssignment> {
-    let dsub = check(x, codebooks, m, ksub)?;
+    let dsub = check("pq_assign", x.ncols(), codebooks, m, ksub)?;
     let (n, d) = x.dim();
     let mut codes = Array2::<u8>::zeros((n, m));
     let mut distances = Array2::<f32>::zeros((n, m));

@@ -1,4 +1,5 @@
-//! Host side of `shaders/centroid_sums.wgsl`.
+//! Host side of `shaders/centroid_sums.wgsl`: the `centroid_sums` primitive
+//! on the device.
 
 use ndarray::{Array2, ArrayView2};
 

@@ -1,4 +1,4 @@
-//! Product-quantiser assignment on the CPU: for every row and sub-space, the
+//! The `pq_assign` primitive on the CPU: for every row and sub-space, the
 //! nearest sub-centroid. This is the default `Backend::pq_assign` and the
 //! reference the GPU kernel (`shaders/pq_assign.wgsl`) is tested against.
 //!
@@ -12,28 +12,30 @@ use rayon::prelude::*;
 use crate::compute::PqAssignment;
 use crate::{Error, Result};
 
-/// Check the shapes `pq_assign` takes; returns the sub-space width.
+/// Check that rows of `d` columns split into `m` sub-spaces of `ksub`
+/// sub-centroids each, the shapes `codebooks` must have for `what`; returns
+/// the sub-space width.
 pub(crate) fn check(
-    x: ArrayView2<f32>,
+    what: &str,
+    d: usize,
     codebooks: ArrayView2<f32>,
     m: usize,
     ksub: usize,
 ) -> Result<usize> {
-    let d = x.ncols();
     if m == 0 || !d.is_multiple_of(m) {
         return Err(Error::Invalid(format!(
-            "pq_assign: {d} dimensions do not split into {m} sub-spaces"
+            "{what}: {d} dimensions do not split into {m} sub-spaces"
         )));
     }
     if ksub == 0 || ksub > 256 {
         return Err(Error::Invalid(format!(
-            "pq_assign: {ksub} sub-centroids per sub-space (1 to 256 allowed)"
+            "{what}: {ksub} sub-centroids per sub-space (1 to 256 allowed)"
         )));
     }
     let dsub = d / m;
     if codebooks.dim() != (m * ksub, dsub) {
         return Err(Error::Invalid(format!(
-            "pq_assign: codebooks are {}×{}, expected {}×{dsub}",
+            "{what}: codebooks are {}×{}, expected {}×{dsub}",
             codebooks.nrows(),
             codebooks.ncols(),
             m * ksub
@@ -48,7 +50,7 @@ pub fn pq_assign(
     m: usize,
     ksub: usize,
 ) -> Result<PqAssignment> {
-    let dsub = check(x, codebooks, m, ksub)?;
+    let dsub = check("pq_assign", x.ncols(), codebooks, m, ksub)?;
     let n = x.nrows();
     let x = x.as_standard_layout();
     let cb = codebooks.as_standard_layout();

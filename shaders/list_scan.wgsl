@@ -1,5 +1,6 @@
-// Index search: score the entries of list segments against a query, keep the
-// best k of each segment, then merge per-query candidate lists down to k.
+// List scans (knn, search_flat_lists, search_pq_lists, refine): score the
+// entries of list segments against a query, keep the best k of each
+// segment, then merge per-query candidate lists down to k.
 //
 // Every workgroup handles one work item: (query, a segment of at most 1024
 // entries, where to write its k best). The segment's scores go to workgroup

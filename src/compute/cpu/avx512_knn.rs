@@ -1,4 +1,5 @@
-//! AVX-512 exact k-nearest-neighbour search: the register-blocked GEMM
+//! AVX-512 exact k-nearest-neighbour search (the `knn` primitive with
+//! [`Isa::Avx512`](super::Isa)): the register-blocked GEMM
 //! microkernel of `avx512.rs` (`MR` = 14 query rows × `NR` = 32 database
 //! rows in 28 zmm accumulators, operands packed) fused with a per-query
 //! top-k list.
@@ -39,7 +40,7 @@ use rayon::prelude::*;
 use super::avx512::{AlignedBuf, MR, NR, NV, accumulate, available, pack_rows, pack_transposed};
 use super::{Scores, norm2};
 use crate::Metric;
-use crate::compute::knn::Neighbours;
+use crate::compute::neighbours::Neighbours;
 
 /// Bytes of packed query rows a task keeps in L2 while it scans the database.
 const ROW_BLOCK_BYTES: usize = 384 * 1024;
