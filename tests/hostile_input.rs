@@ -256,3 +256,145 @@ fn feature_dir_equal_to_the_experiment_never_reads_our_outputs() {
     }
     assert_eq!(rows, vec![400, 400, 400]);
 }
+
+/// Index files as faiss writes them: untrained, or trained with a stored
+/// nprobe far above nlist.
+const FAISS_FILES: &str = r#"
+import sys, numpy as np, faiss
+out = sys.argv[1]
+x = np.random.default_rng(0).standard_normal((500, 16)).astype("float32")
+ix = faiss.index_factory(16, "IVF16,Flat")
+faiss.extract_index_ivf(ix).nprobe = 2**40
+faiss.write_index(ix, out + "/untrained.index")
+ix.train(x)
+ix.add(x)
+faiss.extract_index_ivf(ix).nprobe = 2**60
+faiss.write_index(ix, out + "/huge_nprobe.index")
+ix.nprobe = 16
+D, I = ix.search(x[:20], 8)
+np.save(out + "/faiss_ids.npy", I)
+np.save(out + "/q.npy", x[:20])
+"#;
+
+#[test]
+fn stored_nprobe_is_clamped_and_untrained_indexes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if python(FAISS_FILES, &[d.to_str().unwrap()]).is_none() {
+        return;
+    }
+    let q = d.join("q.npy");
+    let out = d.join("res");
+    let limit = Duration::from_secs(30);
+    for cmd in ["search", "blend"] {
+        let o = run_within(
+            &[
+                cmd,
+                d.join("untrained.index").to_str().unwrap(),
+                q.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            limit,
+        );
+        expect_error(&o, &["untrained.index", "not trained"]);
+    }
+    // 2^60 stored, 2^40 asked: both mean every list, as in faiss.
+    let huge = d.join("huge_nprobe.index");
+    for extra in [&[][..], &["--nprobe", "1099511627776"][..]] {
+        let mut args = vec![
+            "search",
+            huge.to_str().unwrap(),
+            q.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        let o = run_within(&args, limit);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ours: ndarray::Array2<i64> = ndarray_npy::read_npy(d.join("res_ids.npy")).unwrap();
+        let theirs: ndarray::Array2<i64> = ndarray_npy::read_npy(d.join("faiss_ids.npy")).unwrap();
+        assert_eq!(ours, theirs, "every list probed: the exact result");
+    }
+}
+
+#[test]
+fn unbounded_numbers_end_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let x = d.join("x.npy");
+    ndarray_npy::write_npy(&x, &mixture(300, 16, 3, 5)).unwrap();
+    let index = d.join("x.index");
+    let o = run(&[
+        "build",
+        x.to_str().unwrap(),
+        "--factory",
+        "IVF4,Flat",
+        "--device",
+        "cpu",
+        "-o",
+        index.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (x, index) = (x.to_str().unwrap(), index.to_str().unwrap());
+    let out = d.join("out");
+    let out = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["search", index, x, "-o", out, "-k", "1000000000"],
+            "2048",
+        ),
+        (
+            vec!["search", index, x, "-o", out, "-k", "4611686018427387904"],
+            "2048",
+        ),
+        (
+            vec![
+                "search",
+                index,
+                x,
+                "-o",
+                out,
+                "--query-expansion",
+                "k=1000000000",
+            ],
+            "2048",
+        ),
+        (
+            vec!["expand", x, "-o", out, "--num-expand", "1000000000"],
+            "2048",
+        ),
+        (
+            vec!["build", x, "--factory", "Flat", "--nprobe", "0", "-o", out],
+            "--nprobe",
+        ),
+        (
+            vec![
+                "bench",
+                "--synthetic",
+                "1000000000000,768",
+                "--stages",
+                "train",
+            ],
+            "memory",
+        ),
+    ];
+    let before = listing(d);
+    for (mut args, needle) in cases {
+        args.extend(["--device", "cpu"]);
+        let o = run_within(&args, Duration::from_secs(60));
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{err}"
+        );
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(err.trim().lines().count() <= 3, "{args:?}: {err}");
+    }
+    assert_eq!(listing(d), before, "nothing written");
+}

@@ -37,6 +37,7 @@ pub struct BlendArgs {
 pub fn run(a: &BlendArgs) -> Result<()> {
     let progress = a.common.progress(&VerboseArgs::default());
     let index = faiss::read_index(&a.index)?;
+    index.check_searchable(&a.index)?;
     if index.metric() != Metric::L2 {
         return Err(Error::bad_input(
             &a.index,

@@ -102,6 +102,7 @@ pub fn run(a: &SearchArgs) -> Result<()> {
     }
     let t = std::time::Instant::now();
     let mut index = faiss::read_index(&a.index)?;
+    index.check_searchable(&a.index)?;
     set_k_factor(&mut index, a.k_factor)?;
     let mut q = features::load_matrix(&a.queries)?;
     if a.normalize_queries {

@@ -298,8 +298,20 @@ impl Index {
             Index::Flat(f) => f.is_trained,
             Index::IvfFlat(i) => i.ivf.is_trained,
             Index::IvfPqFastScan(i) => i.ivf.is_trained,
-            Index::Refine(r) => r.is_trained,
+            Index::Refine(r) => r.is_trained && r.base.is_trained(),
         }
+    }
+
+    /// An error naming `path` unless the index can be searched (faiss
+    /// refuses to search an untrained index too).
+    pub fn check_searchable(&self, path: &std::path::Path) -> crate::Result<()> {
+        if self.is_trained() {
+            return Ok(());
+        }
+        Err(crate::Error::bad_input(
+            path,
+            "the index is not trained (it holds no coarse centroids): train it before searching",
+        ))
     }
 
     /// The fourcc of this (outermost) index.

@@ -51,9 +51,11 @@ pub fn k_base(k: usize, k_factor: f32) -> usize {
     ((k as f32 * k_factor) as usize).max(k)
 }
 
-/// Lists probed: the caller's `nprobe`, else the index's own.
+/// Lists probed: the caller's `nprobe`, else the index's own, clamped to
+/// `1..=nlist` as faiss clamps it (a file may store any 64-bit value).
 pub fn nprobe_of(ivf: &Ivf, nprobe: Option<usize>) -> usize {
-    nprobe.unwrap_or(ivf.nprobe)
+    let nlist = ivf.quantizer.ntotal();
+    nprobe.unwrap_or(ivf.nprobe).clamp(1, nlist.max(1))
 }
 
 /// The lists each query probes, nearest first (-1 where there are no
@@ -68,8 +70,9 @@ pub fn coarse(
 ) -> Result<Array2<i64>> {
     let nq = queries.nrows();
     if centroids.nrows() == 0 {
-        return Ok(Array2::from_elem((nq, nprobe.max(1)), -1));
+        return Ok(Array2::from_elem((nq, 1), -1));
     }
+    let nprobe = nprobe.min(centroids.nrows());
     if nprobe <= 1 {
         let a = backend.assign(queries, centroids, metric)?;
         let labels = a.labels.into_iter().map(i64::from).collect();
@@ -232,6 +235,12 @@ fn timed_coarse(
     metric: Metric,
     times: &mut StageTimes,
 ) -> Result<Array2<i64>> {
+    if !ivf.is_trained {
+        return Err(Error::Invalid(
+            "the index is not trained (it holds no coarse centroids): train it before searching"
+                .into(),
+        ));
+    }
     let t = Instant::now();
     let centroids = rows(&ivf.quantizer)?;
     let probes = coarse(backend, centroids, queries, nprobe_of(ivf, nprobe), metric);
