@@ -136,6 +136,14 @@ impl Backend for CpuBackend {
         assign_with(self.kernel, x, c, metric)
     }
 
+    fn assign_top2(
+        &self,
+        x: ArrayView2<f32>,
+        c: ArrayView2<f32>,
+    ) -> Option<Result<(Assignment, Vec<f32>)>> {
+        Some(assign_top2_with(self.kernel, x, c))
+    }
+
     fn centroid_sums(
         &self,
         x: ArrayView2<f32>,
@@ -203,14 +211,8 @@ pub fn knn_with(
     }
 }
 
-/// [`Backend::assign`] with an explicit kernel.
-pub fn assign_with(
-    kernel: Kernel,
-    x: ArrayView2<f32>,
-    c: ArrayView2<f32>,
-    metric: Metric,
-) -> Result<Assignment> {
-    let (n, d) = x.dim();
+/// The checks every assignment entry point makes.
+fn check_assign(kernel: Kernel, d: usize, c: ArrayView2<f32>) -> Result<()> {
     let k = c.nrows();
     if c.ncols() != d {
         return Err(Error::Invalid(format!(
@@ -230,6 +232,54 @@ pub fn assign_with(
             kernel.name()
         )));
     }
+    Ok(())
+}
+
+/// [`Backend::assign_top2`] with an explicit kernel: the L2 assignment and
+/// each row's second-best squared distance (`+∞` when `k = 1`), from the
+/// same fused GEMM + top-2 kernel (ties: the lowest index is the best, and
+/// an equal score is the second best).
+pub fn assign_top2_with(
+    kernel: Kernel,
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+) -> Result<(Assignment, Vec<f32>)> {
+    let (n, d) = x.dim();
+    check_assign(kernel, d, c)?;
+    let k = c.nrows();
+    let mut out = Assignment {
+        labels: vec![0; n],
+        distances: vec![0.0; n],
+    };
+    let second_init = if k == 1 { f32::INFINITY } else { 0.0 };
+    let mut second = vec![second_init; n];
+    if n == 0 || d == 0 {
+        // Every centroid scores 0: the lowest index wins, the next ties it.
+        return Ok((out, second));
+    }
+    let xs = standard(x);
+    let cs = standard(c);
+    let (l, dist) = (&mut out.labels, &mut out.distances);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => avx512::assign_top2(&xs, n, &cs, k, d, l, dist, &mut second),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx512 => unreachable!("checked by is_available"),
+        Kernel::Portable => portable::assign_top2(&xs, n, &cs, k, d, l, dist, &mut second),
+    }
+    Ok((out, second))
+}
+
+/// [`Backend::assign`] with an explicit kernel.
+pub fn assign_with(
+    kernel: Kernel,
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+    metric: Metric,
+) -> Result<Assignment> {
+    let (n, d) = x.dim();
+    let k = c.nrows();
+    check_assign(kernel, d, c)?;
     let mut out = Assignment {
         labels: vec![0; n],
         distances: vec![0.0; n],
