@@ -22,6 +22,10 @@ pub mod avx512;
 mod knn;
 mod portable;
 pub mod pq;
+pub mod projection;
+pub mod pruned;
+#[cfg(target_arch = "x86_64")]
+mod pruned_avx512;
 pub mod reference;
 
 use std::borrow::Cow;
@@ -142,6 +146,10 @@ impl Backend for CpuBackend {
         c: ArrayView2<f32>,
     ) -> Option<Result<(Assignment, Vec<f32>)>> {
         Some(assign_top2_with(self.kernel, x, c))
+    }
+
+    fn as_cpu(&self) -> Option<&CpuBackend> {
+        Some(self)
     }
 
     fn centroid_sums(
