@@ -13,7 +13,9 @@
 //! centroid scanned in full each iteration), `--assign-only` (time one
 //! assignment of every row to the centroids after `--niter` iterations:
 //! brute force, and the pruned pass for each number of leading dimensions,
-//! with its candidates per row and whether its labels agree).
+//! with its candidates per row and whether its labels agree), `--only-m M`
+//! (after `--niter` iterations, one pruned pass with M leading dimensions,
+//! or brute force for M = 0, and nothing else: for `perf stat`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,6 +31,7 @@ fn main() -> Result<()> {
     let (mut npy, mut write_npy, mut cent) = (None, None, None);
     let mut prune = Pruning::Auto;
     let mut assign_only = false;
+    let mut only_m = None;
     let mut it = args.iter();
     let bad = |what: &str| Error::Invalid(format!("kmeans_time: bad {what}"));
     while let Some(a) = it.next() {
@@ -41,6 +44,7 @@ fn main() -> Result<()> {
             "--write-npy" => write_npy = Some(PathBuf::from(val()?)),
             "--centroids" => cent = Some(PathBuf::from(val()?)),
             "--assign-only" => assign_only = true,
+            "--only-m" => only_m = Some(val()?.parse().map_err(|_| bad("--only-m"))?),
             "--prune" => {
                 prune = match val()?.as_str() {
                     "auto" => Pruning::Auto,
@@ -84,6 +88,23 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let km = train_with(&backend, x.view(), &params, prune, |_| {})?;
     let secs = t.elapsed().as_secs_f64();
+    if let Some(m) = only_m {
+        // One pruned pass with `m` leading dimensions (m = 0: brute force),
+        // for cycle counts with `perf stat`.
+        use rvc_index::compute::cpu::{assign_top2_with, pruned};
+        let t = Instant::now();
+        if m == 0 {
+            assign_top2_with(backend.kernel(), x.view(), km.centroids.view())?;
+        } else {
+            let pr = pruned::Pruner::new(backend.kernel(), x.view()).expect("a pruner");
+            let cs = pr.prepare(km.centroids.view());
+            eprintln!("setup {:?}", t.elapsed());
+            let t = Instant::now();
+            pr.assign(x.view(), pruned::Rows::All, &cs, m);
+            eprintln!("pass {:?}", t.elapsed());
+        }
+        return Ok(());
+    }
     if assign_only {
         return assign_report(&backend, x.view(), km.centroids.view());
     }

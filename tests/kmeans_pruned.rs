@@ -97,8 +97,9 @@ fn pruned_kmeans_matches_plain() {
 #[test]
 fn pruned_kmeans_is_deterministic() {
     let x = data();
-    let a = run(x.view(), 40, Pruning::Auto);
-    let b = run(x.view(), 40, Pruning::Auto);
+    let a = run(x.view(), 40, Pruning::On);
+    let b = run(x.view(), 40, Pruning::On);
+    assert!(a.iterations.iter().all(|s| s.pruned_dims > 0));
     let bits = |r: &KmeansResult| r.centroids.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b));
     assert_eq!(
@@ -124,4 +125,17 @@ fn inner_product_and_tiny_cases_scan_everything() {
     let r = run(few.view(), 30, Pruning::On);
     let labels = r.final_assignment.unwrap().labels;
     assert_eq!(labels, (0..30).collect::<Vec<u32>>());
+}
+
+#[test]
+fn auto_builds_the_pruner_only_where_it_can_pay() {
+    use rvc_index::compute::cpu::pruned::worth_building;
+    assert!(worth_building(200_000, 768, 5128, 11));
+    assert!(worth_building(50_000, 768, 1538, 11));
+    assert!(!worth_building(1800, 768, 46, 11));
+    // Too small to repay the projection: Auto runs the bounds alone.
+    let x = rvc_index::synthetic::database(2000, 96, 4).unwrap();
+    let r = run(x.view(), 8, Pruning::Auto);
+    assert!(r.iterations.iter().all(|s| s.pruned_dims == 0));
+    assert!(r.iterations.last().unwrap().recomputed < r.train_rows);
 }

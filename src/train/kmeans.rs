@@ -9,7 +9,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rand_mt::Mt;
 
 use super::bounds::{self, BackendTop2, Bounds, PrunedTop2, Top2Source};
-use crate::compute::cpu::pruned::Pruner;
+use crate::compute::cpu::pruned::{self, Pruner};
 use crate::compute::{Assignment, Backend};
 
 /// Rows on which each iteration estimates what the pruned pass costs.
@@ -186,7 +186,9 @@ pub enum Pruning {
     /// Bounds, and the searched rows go through the dimension-pruned
     /// assignment on the CPU backend.
     On,
-    /// `On` where the data's spectrum says it pays, else `Bounds`.
+    /// `On` where it pays (the problem is large enough to repay fitting the
+    /// projection, and each iteration's sample says the pruned pass is
+    /// cheaper than half a full scan), else `Bounds`.
     #[default]
     Auto,
 }
@@ -257,8 +259,10 @@ pub fn train_with(
     // assignment where it pays. Inner product (and backends without a
     // second-best assignment) scan every row.
     let l2 = params.metric == Metric::L2 && pruning != Pruning::Off;
+    let pays = pruned::worth_building(n, d, k, params.niter + 1);
     let pruner = match (l2, pruning, backend.as_cpu()) {
-        (true, Pruning::On | Pruning::Auto, Some(cpu)) => Pruner::new(cpu.kernel(), x),
+        (true, Pruning::On, Some(cpu)) => Pruner::new(cpu.kernel(), x),
+        (true, Pruning::Auto, Some(cpu)) if pays => Pruner::new(cpu.kernel(), x),
         _ => None,
     };
     let mut bounds: Option<Bounds> = None;

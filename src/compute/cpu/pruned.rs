@@ -47,7 +47,7 @@ pub const EPS: f64 = 1.0 / 16384.0;
 const FIRST_PASS_WEIGHT: f64 = 1.0;
 const EXACT_WEIGHT: f64 = 16.0;
 /// Rows per task.
-const ROWS_PER_TASK: usize = 18 * 14;
+const ROWS_PER_TASK: usize = 8 * 32;
 /// Centroids per tile of the portable first pass.
 const PORTABLE_COLS: usize = 256;
 
@@ -71,6 +71,16 @@ impl Rows<'_> {
             Rows::Some(r) => r[i],
         }
     }
+}
+
+/// Whether building a [`Pruner`] for `n × d` rows can pay back over
+/// `passes` assignments to `k` centroids: fitting and projecting cost about
+/// `(2048·d² + 64·n·d)` f64 multiply-adds (~4 brute-force f32 ones each), a
+/// pruned pass saves at most ~80 % of a brute-force one (`n·k·d`).
+pub fn worth_building(n: usize, d: usize, k: usize, passes: usize) -> bool {
+    let (n, d, k) = (n as f64, d as f64, k as f64);
+    let setup = 4.0 * (2048.0 * d * d + 64.0 * n * d);
+    0.8 * passes as f64 * n * k * d > 2.0 * setup
 }
 
 /// The rows `x` of repeated assignments (k-means), fitted and projected once.
@@ -255,7 +265,7 @@ impl Pruner {
 }
 
 /// Centroid side of the first pass for one choice of `m`: panels of `NR`
-/// centroids, `L = m + 1` floats (`c̃[..m]`, `r_c`) per centroid, laid out
+/// (= 14) centroids, `L = m + 1` floats (`c̃[..m]`, `r_c`) per centroid, laid out
 /// `[l][j]`, and per centroid `lo = ‖c − μ‖²(1 − ε)`, `e2c = 2ε‖c − μ‖²`, `r_c`
 /// (padding: `lo = +∞`, the rest 0).
 pub(crate) struct Panels {
@@ -271,7 +281,8 @@ pub(crate) struct Panels {
     pub rowmajor: Vec<f32>,
 }
 
-pub(crate) const NR: usize = 32;
+/// Centroids per panel: one register-tile row each in the AVX-512 pass.
+pub(crate) const NR: usize = 14;
 
 impl Panels {
     fn new(c: &Centroids, m: usize, ci: usize) -> Panels {
