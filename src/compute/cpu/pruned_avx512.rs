@@ -119,8 +119,12 @@ pub(crate) unsafe fn scan(t: &mut Task, p: &Panels) {
             }
         }
         // SAFETY: __m512 is 16 plain f32 lanes.
-        let (thr, nclb): ([f32; 32], [f32; 32]) =
-            unsafe { (std::mem::transmute(thr), std::mem::transmute(nclb)) };
+        let (thr, nclb) = unsafe {
+            (
+                std::mem::transmute::<[__m512; 2], [f32; 32]>(thr),
+                std::mem::transmute::<[__m512; 2], [f32; 32]>(nclb),
+            )
+        };
         for l in 0..RW.min(live - r0) {
             t.thr[r0 + l] = t.thr[r0 + l].min(thr[l]);
             t.nclb[r0 + l] = t.nclb[r0 + l].min(nclb[l]);
