@@ -255,3 +255,36 @@ fn small_d_has_no_pruner() {
     let empty = Array2::<f32>::zeros((0, 64));
     assert!(Pruner::new(Kernel::Portable, empty.view()).is_none());
 }
+
+/// A projection fitted on some rows serves other rows (mini-batches), and
+/// the one-call `assign_top2` gives the same answer as a `Pruner`.
+#[test]
+fn reused_projection_and_one_call() {
+    let x = clustered(2000, 120, 10, 30, 21);
+    let (a, b) = (
+        x.slice(s![..800, ..]).to_owned(),
+        x.slice(s![800.., ..]).to_owned(),
+    );
+    let c = rows_of(&x, (0..50).map(|j| j * 37));
+    for kernel in kernels() {
+        let pa = Pruner::new(kernel, a.view()).unwrap();
+        let pb = pa.with_rows(b.view());
+        let cs = pb.prepare(c.view());
+        for m in pb.choices() {
+            let r = pb.assign(b.view(), Rows::All, &cs, m);
+            check(
+                &b,
+                &(0..b.nrows()).collect::<Vec<_>>(),
+                &c,
+                &r,
+                &format!("{kernel:?} reused m={m}"),
+            );
+        }
+        // Enough centroids for the first pass to pay: the call prunes.
+        let many = rows_of(&x, (0..300).map(|j| j * 6));
+        let one = rvc_index::compute::cpu::pruned::assign_top2(kernel, x.view(), many.view())
+            .expect("pruning pays for 300 centroids of structured rows");
+        let all: Vec<usize> = (0..x.nrows()).collect();
+        check(&x, &all, &many, &one, &format!("{kernel:?} one call"));
+    }
+}

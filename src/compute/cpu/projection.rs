@@ -23,6 +23,7 @@ const ITERATIONS: usize = 8;
 const BLOCK: usize = 512;
 
 /// An orthonormal `d × m` basis and the centre the rows are taken from.
+#[derive(Clone)]
 pub struct Projection {
     pub d: usize,
     pub m: usize,

@@ -155,6 +155,18 @@ impl Pruner {
         })
     }
 
+    /// A pruner for other rows `x` (same `d`) with this one's projection,
+    /// without fitting again: mini-batches fit once and project each batch.
+    pub fn with_rows(&self, x: ArrayView2<f32>) -> Pruner {
+        Pruner {
+            kernel: self.kernel,
+            proj: self.proj.clone(),
+            rows: self.proj.project(x),
+            pairs: AtomicU64::new(0),
+            exact: AtomicU64::new(0),
+        }
+    }
+
     /// The leading-dimension counts [`Pruner::assign`] accepts.
     pub fn choices(&self) -> Vec<usize> {
         self.proj.choices()
