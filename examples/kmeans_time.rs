@@ -161,10 +161,34 @@ fn assign_report(
             .zip(&brute.labels)
             .filter(|(a, b)| a != b)
             .count();
+        // Where the labels differ, how close the two centroids are (f64
+        // distances, relative to ‖x‖² + ‖c‖²): genuine near-ties or not.
+        let mut worst_gap = 0f64;
+        for (i, (&a, &b)) in r.labels.iter().zip(&brute.labels).enumerate() {
+            if a != b {
+                let d = |j: u32| -> (f64, f64) {
+                    let (xr, cr) = (x.row(i), c.row(j as usize));
+                    let dist = xr
+                        .iter()
+                        .zip(cr.iter())
+                        .map(|(&p, &q)| (p as f64 - q as f64).powi(2))
+                        .sum();
+                    let scale = xr
+                        .iter()
+                        .chain(cr.iter())
+                        .map(|&v| (v as f64).powi(2))
+                        .sum();
+                    (dist, scale)
+                };
+                let ((da, sa), (db, _)) = (d(a), d(b));
+                worst_gap = worst_gap.max((da - db).abs() / sa);
+            }
+        }
         per_m.push(serde_json::json!({
             "m": m, "seconds": secs, "vs_brute": secs / brute_s,
             "candidates_per_row": (e1 - e0) as f64 / x.nrows() as f64,
             "labels_differing_from_brute": differ,
+            "max_gap_where_differing": worst_gap,
         }));
     }
     let out = serde_json::json!({
