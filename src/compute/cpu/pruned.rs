@@ -539,50 +539,6 @@ unsafe fn sq_distance_avx2(a: &[f32], b: &[f32]) -> f32 {
     sq_distance_fixed(a, b)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The vectorised builds of the fixed-order sums give the scalar
-    /// build's bits, on every length (remainders included).
-    #[test]
-    fn fixed_order_sums_do_not_depend_on_the_instruction_set() {
-        let mut state = 1u32;
-        let mut rnd = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as f32 / u32::MAX as f32 - 0.5
-        };
-        for len in [0, 1, 15, 63, 64, 65, 200, 768, 1001] {
-            let a: Vec<f32> = (0..len).map(|_| rnd() * 10.0).collect();
-            let b: Vec<f32> = (0..len).map(|_| rnd()).collect();
-            let (d0, s0) = (dot_fixed(&a, &b), sq_distance_fixed(&a, &b));
-            assert_eq!(
-                dot(Kernel::Portable, &a, &b).to_bits(),
-                d0.to_bits(),
-                "{len}"
-            );
-            assert_eq!(sq_distance(&a, &b).to_bits(), s0.to_bits(), "{len}");
-            #[cfg(target_arch = "x86_64")]
-            if Kernel::Avx512.is_available() {
-                assert_eq!(dot(Kernel::Avx512, &a, &b).to_bits(), d0.to_bits(), "{len}");
-            }
-            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-            assert!(
-                (d0 as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "{len}"
-            );
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_fixed(a, b)
-}
-
 /// [`dot_fixed`] compiled for the widest vectors the CPU has (the same
 /// operations in the same order: no fused multiply-adds, so the value does
 /// not depend on the instruction set).
@@ -658,4 +614,48 @@ pub fn assign_top2(kernel: Kernel, x: ArrayView2<f32>, c: ArrayView2<f32>) -> Op
     let cs = pruner.prepare(c);
     let (m, cost) = pruner.choose(x, &cs, 256);
     (cost < 0.5).then(|| pruner.assign(x, Rows::All, &cs, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised builds of the fixed-order sums give the scalar
+    /// build's bits, on every length (remainders included).
+    #[test]
+    fn fixed_order_sums_do_not_depend_on_the_instruction_set() {
+        let mut state = 1u32;
+        let mut rnd = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as f32 / u32::MAX as f32 - 0.5
+        };
+        for len in [0, 1, 15, 63, 64, 65, 200, 768, 1001] {
+            let a: Vec<f32> = (0..len).map(|_| rnd() * 10.0).collect();
+            let b: Vec<f32> = (0..len).map(|_| rnd()).collect();
+            let (d0, s0) = (dot_fixed(&a, &b), sq_distance_fixed(&a, &b));
+            assert_eq!(
+                dot(Kernel::Portable, &a, &b).to_bits(),
+                d0.to_bits(),
+                "{len}"
+            );
+            assert_eq!(sq_distance(&a, &b).to_bits(), s0.to_bits(), "{len}");
+            #[cfg(target_arch = "x86_64")]
+            if Kernel::Avx512.is_available() {
+                assert_eq!(dot(Kernel::Avx512, &a, &b).to_bits(), d0.to_bits(), "{len}");
+            }
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!(
+                (d0 as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{len}"
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_fixed(a, b)
 }
