@@ -539,6 +539,12 @@ unsafe fn sq_distance_avx2(a: &[f32], b: &[f32]) -> f32 {
     sq_distance_fixed(a, b)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_fixed(a, b)
+}
+
 /// [`dot_fixed`] compiled for the widest vectors the CPU has (the same
 /// operations in the same order: no fused multiply-adds, so the value does
 /// not depend on the instruction set).
@@ -652,10 +658,4 @@ mod tests {
             );
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_fixed(a, b)
 }
