@@ -18,6 +18,7 @@
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
 pub mod avx512;
+mod fixed_sums;
 #[cfg(target_arch = "x86_64")]
 mod knn;
 mod portable;
