@@ -107,6 +107,13 @@ pub trait Backend: Send + Sync {
         self.knn(x, x, k, metric)
     }
 
+    /// The native CPU backend itself, for host algorithms that call its
+    /// kernels directly (k-means' dimension-pruned assignment); `None` for
+    /// every other backend.
+    fn as_cpu(&self) -> Option<&cpu::CpuBackend> {
+        None
+    }
+
     /// For every row of `x` (n×d) and every sub-space `s < m` (columns
     /// `s·d/m .. (s+1)·d/m`), the nearest of that sub-space's `ksub`
     /// sub-centroids in L2, ties to the lower index. `codebooks` is

@@ -18,6 +18,7 @@ use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::compute::Backend;
+use crate::compute::cpu::pruned::{Centroids, Pruner, Rows, sq_distance};
 use crate::{Error, Result};
 
 /// Rows gathered per backend call, so that no copy of the whole matrix exists.
@@ -40,81 +41,127 @@ pub struct Pass {
     pub recomputed: usize,
 }
 
-fn top2(
-    backend: &dyn Backend,
-    x: ArrayView2<f32>,
-    c: ArrayView2<f32>,
-) -> Result<(Vec<u32>, Vec<f32>, Vec<f32>)> {
-    match backend.assign_top2(x, c) {
-        Some(r) => r.map(|(a, s)| (a.labels, a.distances, s)),
-        None => Err(Error::Unsupported(
-            "second-best assignment on this backend".into(),
-        )),
+/// Where the (label, best distance, lower bound on the second-best
+/// distance) of a set of rows comes from.
+pub trait Top2Source {
+    /// For the rows `rows` of the matrix being clustered, against all
+    /// centroids (`cols = None`) or the centroids `cols` (labels then index
+    /// into `cols`), call `each(row, label, best, second)`.
+    fn top2(
+        &self,
+        rows: &[usize],
+        cols: Option<&[usize]>,
+        each: &mut dyn FnMut(usize, u32, f32, f32),
+    ) -> Result<()>;
+}
+
+/// A backend's `assign_top2` on gathered chunks of rows.
+pub struct BackendTop2<'a> {
+    pub backend: &'a dyn Backend,
+    pub x: ArrayView2<'a, f32>,
+    pub c: ArrayView2<'a, f32>,
+}
+
+impl BackendTop2<'_> {
+    /// Whether the backend has a second-best assignment at all.
+    pub fn supported(&self) -> bool {
+        let probe = self.x.slice(ndarray::s![..self.x.nrows().min(1), ..]);
+        self.backend.assign_top2(probe, self.c).is_some()
     }
 }
 
-/// Backend calls on gathered chunks of `rows`.
-fn top2_rows(
-    backend: &dyn Backend,
-    x: ArrayView2<f32>,
-    rows: &[usize],
-    c: ArrayView2<f32>,
-    mut each: impl FnMut(usize, u32, f32, f32),
-) -> Result<()> {
-    for chunk in rows.chunks(CHUNK) {
-        let sub = x.select(Axis(0), chunk);
-        let (l, d1, d2) = top2(backend, sub.view(), c)?;
-        for (r, &i) in chunk.iter().enumerate() {
-            each(i, l[r], d1[r], d2[r]);
+impl Top2Source for BackendTop2<'_> {
+    fn top2(
+        &self,
+        rows: &[usize],
+        cols: Option<&[usize]>,
+        each: &mut dyn FnMut(usize, u32, f32, f32),
+    ) -> Result<()> {
+        let sel;
+        let c = match cols {
+            Some(cols) => {
+                sel = self.c.select(Axis(0), cols);
+                sel.view()
+            }
+            None => self.c,
+        };
+        for chunk in rows.chunks(CHUNK) {
+            let sub = self.x.select(Axis(0), chunk);
+            let (a, second) = match self.backend.assign_top2(sub.view(), c) {
+                Some(r) => r?,
+                None => {
+                    return Err(Error::Unsupported(
+                        "second-best assignment on this backend".into(),
+                    ));
+                }
+            };
+            for (r, &i) in chunk.iter().enumerate() {
+                each(i, a.labels[r], a.distances[r], second[r]);
+            }
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The CPU backend's dimension-pruned assignment (`compute::cpu::pruned`).
+pub struct PrunedTop2<'a> {
+    pub pruner: &'a Pruner,
+    pub x: ArrayView2<'a, f32>,
+    pub c: &'a Centroids,
+    /// Leading dimensions of the first pass.
+    pub m: usize,
+}
+
+impl Top2Source for PrunedTop2<'_> {
+    fn top2(
+        &self,
+        rows: &[usize],
+        cols: Option<&[usize]>,
+        each: &mut dyn FnMut(usize, u32, f32, f32),
+    ) -> Result<()> {
+        let sel;
+        let c = match cols {
+            Some(cols) => {
+                sel = self.c.select(cols);
+                &sel
+            }
+            None => self.c,
+        };
+        let t = self.pruner.assign(self.x, Rows::Some(rows), c, self.m);
+        for (r, &i) in rows.iter().enumerate() {
+            each(i, t.labels[r], t.distances[r], t.second[r]);
+        }
+        Ok(())
+    }
 }
 
 impl Bounds {
-    /// A full assignment that also records the bounds. `None` if the backend
-    /// has no second-best assignment.
-    pub fn full(
-        backend: &dyn Backend,
-        x: ArrayView2<f32>,
-        c: ArrayView2<f32>,
-    ) -> Option<Result<(Bounds, Pass)>> {
-        let n = x.nrows();
-        // Probe support on the first chunk; that work is reused below.
-        let first = n.min(CHUNK);
-        let probe = backend.assign_top2(x.slice(ndarray::s![..first, ..]), c)?;
+    /// A full assignment that also records the bounds.
+    pub fn full(src: &dyn Top2Source, n: usize) -> Result<(Bounds, Pass)> {
         let mut b = Bounds {
             labels: vec![0; n],
             lb: vec![0.0; n],
         };
         let mut dist = vec![0f32; n];
-        let mut record = |i: usize, l: u32, d1: f32, d2: f32| {
+        let all: Vec<usize> = (0..n).collect();
+        src.top2(&all, None, &mut |i, l, d1, d2| {
             b.labels[i] = l;
             dist[i] = d1.max(0.0);
             b.lb[i] = d2.max(0.0).sqrt();
-        };
-        let r = probe.and_then(|(a, second)| {
-            for i in 0..first {
-                record(i, a.labels[i], a.distances[i], second[i]);
-            }
-            let rest: Vec<usize> = (first..n).collect();
-            top2_rows(backend, x, &rest, c, &mut record)
-        });
-        Some(r.map(|()| {
-            (
-                b,
-                Pass {
-                    distances: dist,
-                    recomputed: n,
-                },
-            )
-        }))
+        })?;
+        Ok((
+            b,
+            Pass {
+                distances: dist,
+                recomputed: n,
+            },
+        ))
     }
 
     /// Re-assign after the centroids moved by `drift` (Euclidean, per centroid).
     pub fn step(
         &mut self,
-        backend: &dyn Backend,
+        src: &dyn Top2Source,
         x: ArrayView2<f32>,
         c: ArrayView2<f32>,
         drift: &[f32],
@@ -124,19 +171,21 @@ impl Bounds {
         sorted.sort_by(f32::total_cmp);
         let delta = sorted[((k - 1) as f64 * SLOW_QUANTILE) as usize];
         let fast: Vec<usize> = (0..k).filter(|&j| drift[j] > delta).collect();
-        let cf = c.select(Axis(0), &fast);
 
         // Exact distance to the current centroid, and the slow-centroid test.
         let labels = &self.labels;
         let mut dist: Vec<f32> = (0..n)
             .into_par_iter()
             .map(|i| {
-                let cr = c.row(labels[i] as usize);
-                x.row(i)
-                    .iter()
-                    .zip(cr.iter())
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum()
+                let (xr, cr) = (x.row(i), c.row(labels[i] as usize));
+                match (xr.as_slice(), cr.as_slice()) {
+                    (Some(a), Some(b)) => sq_distance(a, b),
+                    _ => xr
+                        .iter()
+                        .zip(cr.iter())
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum(),
+                }
             })
             .collect();
         for lb in self.lb.iter_mut() {
@@ -149,7 +198,7 @@ impl Bounds {
         // Candidates: measure the fast-moving centroids exactly.
         if !fast.is_empty() {
             let mut fails = Vec::new();
-            top2_rows(backend, x, &cand, cf.view(), |i, l, d1, d2| {
+            src.top2(&cand, Some(&fast), &mut |i, l, d1, d2| {
                 let other = if fast[l as usize] as u32 == self.labels[i] {
                     d2
                 } else {
@@ -166,7 +215,7 @@ impl Bounds {
         }
 
         let recomputed = redo.len();
-        top2_rows(backend, x, &redo, c, |i, l, d1, d2| {
+        src.top2(&redo, None, &mut |i, l, d1, d2| {
             self.labels[i] = l;
             dist[i] = d1.max(0.0);
             self.lb[i] = d2.max(0.0).sqrt();

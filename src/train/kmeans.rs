@@ -8,8 +8,24 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2, Axis};
 use rand_mt::Mt;
 
-use super::bounds::{self, Bounds};
+use super::bounds::{self, BackendTop2, Bounds, PrunedTop2, Top2Source};
+use crate::compute::cpu::pruned::{self, Pruner};
 use crate::compute::{Assignment, Backend};
+
+/// Rows on which each iteration estimates what the pruned pass costs.
+const CHOOSE_SAMPLE: usize = 256;
+/// The pruned pass is used when its estimated cost is below this share of
+/// a brute-force scan.
+const PRUNE_BELOW: f64 = 0.5;
+
+/// One iteration's assignment.
+struct Assigned {
+    labels: Vec<u32>,
+    distances: Vec<f32>,
+    recomputed: usize,
+    exact_scores: u64,
+    pruned_dims: usize,
+}
 use crate::{Error, Metric, Result};
 
 /// Parameters, with faiss's IVF defaults.
@@ -49,6 +65,12 @@ pub struct IterationStats {
     /// Rows whose nearest centroid was searched from scratch; the others
     /// provably kept theirs.
     pub recomputed: usize,
+    /// Full-dimension (row, centroid) distances computed for the searched
+    /// rows: `recomputed × k` without dimension pruning, the candidates the
+    /// pruned first pass left otherwise.
+    pub exact_scores: u64,
+    /// Leading dimensions of the pruned first pass (0: not used).
+    pub pruned_dims: usize,
     pub seconds: f64,
 }
 
@@ -152,11 +174,41 @@ pub(crate) fn split_clusters(centroids: &mut Array2<f32>, counts: &mut [f32], n:
     nsplit
 }
 
+/// How much work the L2 assignment of each iteration may skip. Every
+/// choice gives the same result up to near-ties (see `bounds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Pruning {
+    /// Every row against every centroid, every iteration.
+    Off,
+    /// Rows whose label provably cannot change are skipped (needs a backend
+    /// with `assign_top2`); the others are searched in full.
+    Bounds,
+    /// Bounds, and the searched rows go through the dimension-pruned
+    /// assignment on the CPU backend.
+    On,
+    /// `On` where it pays (the problem is large enough to repay fitting the
+    /// projection, and each iteration's sample says the pruned pass is
+    /// cheaper than half a full scan), else `Bounds`.
+    #[default]
+    Auto,
+}
+
 /// Train `params.k` centroids on the rows of `x`.
 pub fn train(
     backend: &dyn Backend,
     x: ArrayView2<f32>,
     params: &KmeansParams,
+    on_iteration: impl FnMut(&IterationStats),
+) -> Result<KmeansResult> {
+    train_with(backend, x, params, Pruning::Auto, on_iteration)
+}
+
+/// [`train`] with an explicit [`Pruning`] choice.
+pub fn train_with(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    params: &KmeansParams,
+    pruning: Pruning,
     mut on_iteration: impl FnMut(&IterationStats),
 ) -> Result<KmeansResult> {
     let (n, d) = x.dim();
@@ -202,30 +254,84 @@ pub fn train(
         });
     }
 
-    // L2 runs with bounds that skip rows whose label cannot change; inner
-    // product (and backends without a second-best assignment) scan every row.
+    // L2 runs with bounds that skip rows whose label cannot change; on the
+    // CPU backend the rows that are searched go through the dimension-pruned
+    // assignment where it pays. Inner product (and backends without a
+    // second-best assignment) scan every row.
+    let l2 = params.metric == Metric::L2 && pruning != Pruning::Off;
+    let pays = pruned::worth_building(n, d, k, params.niter + 1);
+    let pruner = match (l2, pruning, backend.as_cpu()) {
+        (true, Pruning::On, Some(cpu)) => Pruner::new(cpu.isa(), x),
+        (true, Pruning::Auto, Some(cpu)) if pays => Pruner::new(cpu.isa(), x),
+        _ => None,
+    };
     let mut bounds: Option<Bounds> = None;
     let mut drift: Vec<f32> = Vec::new();
-    let mut assign = |c: ArrayView2<f32>, drift: &[f32]| -> Result<(Vec<u32>, Vec<f32>, usize)> {
-        if params.metric == Metric::L2 {
-            if let Some(b) = bounds.as_mut() {
-                let p = b.step(backend, x, c, drift)?;
-                return Ok((b.labels.clone(), p.distances, p.recomputed));
-            }
-            if let Some(r) = Bounds::full(backend, x, c) {
-                let (b, p) = r?;
-                let labels = b.labels.clone();
+    let mut assign = |c: ArrayView2<f32>, drift: &[f32]| -> Result<Assigned> {
+        if l2 {
+            let prepared = pruner.as_ref().map(|p| (p, p.prepare(c)));
+            let choice = prepared.as_ref().and_then(|(p, cs)| {
+                let (m, cost) = p.choose(x, cs, CHOOSE_SAMPLE);
+                (pruning == Pruning::On || cost < PRUNE_BELOW).then_some(m)
+            });
+            let before = pruner.as_ref().map(|p| p.work());
+            let bt = BackendTop2 { backend, x, c };
+            let pt = match (&prepared, choice) {
+                (Some((p, cs)), Some(m)) => Some(PrunedTop2 {
+                    pruner: p,
+                    x,
+                    c: cs,
+                    m,
+                }),
+                _ => None,
+            };
+            let src: &dyn Top2Source = match &pt {
+                Some(p) => p,
+                None => &bt,
+            };
+            let pass = if let Some(b) = bounds.as_mut() {
+                Some(b.step(src, x, c, drift)?)
+            } else if pt.is_some() || bt.supported() {
+                let (b, p) = Bounds::full(src, x.nrows())?;
                 bounds = Some(b);
-                return Ok((labels, p.distances, p.recomputed));
+                Some(p)
+            } else {
+                None
+            };
+            if let Some(p) = pass {
+                let b = bounds.as_ref().expect("set above");
+                let exact = match (pruner.as_ref(), before, choice) {
+                    (Some(pr), Some(w0), Some(_)) => pr.work().1 - w0.1,
+                    _ => (p.recomputed * k) as u64,
+                };
+                return Ok(Assigned {
+                    labels: b.labels.clone(),
+                    distances: p.distances,
+                    recomputed: p.recomputed,
+                    exact_scores: exact,
+                    pruned_dims: choice.unwrap_or(0),
+                });
             }
         }
         let a = backend.assign(x, c, params.metric)?;
-        Ok((a.labels, a.distances, x.nrows()))
+        Ok(Assigned {
+            labels: a.labels,
+            distances: a.distances,
+            recomputed: x.nrows(),
+            exact_scores: (x.nrows() * k) as u64,
+            pruned_dims: 0,
+        })
     };
 
     for it in 0..params.niter {
         let t0 = Instant::now();
-        let (labels, distances, recomputed) = assign(centroids.view(), &drift)?;
+        let Assigned {
+            labels,
+            distances,
+            recomputed,
+            exact_scores,
+            pruned_dims,
+        } = assign(centroids.view(), &drift)?;
         let objective: f64 = distances.iter().map(|&v| v as f64).sum();
         let (sums, counts) = backend.centroid_sums(x, &labels, k)?;
         let old = centroids;
@@ -248,6 +354,8 @@ pub fn train(
             imbalance: imbalance_factor(&labels, k),
             nsplit,
             recomputed,
+            exact_scores,
+            pruned_dims,
             seconds: t0.elapsed().as_secs_f64(),
         };
         on_iteration(&stats);
@@ -267,8 +375,11 @@ pub fn train(
     let final_assignment = if subsampled {
         None
     } else {
-        let (labels, distances, _) = assign(centroids.view(), &drift)?;
-        Some(Assignment { labels, distances })
+        let a = assign(centroids.view(), &drift)?;
+        Some(Assignment {
+            labels: a.labels,
+            distances: a.distances,
+        })
     };
     Ok(KmeansResult {
         centroids,

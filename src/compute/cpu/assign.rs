@@ -11,15 +11,8 @@ use super::{Isa, standard};
 use crate::compute::Assignment;
 use crate::{Error, Metric, Result};
 
-/// [`Backend::assign`](crate::compute::Backend::assign) with an explicit
-/// instruction set.
-pub fn assign_with(
-    isa: Isa,
-    x: ArrayView2<f32>,
-    c: ArrayView2<f32>,
-    metric: Metric,
-) -> Result<Assignment> {
-    let (n, d) = x.dim();
+/// The checks every assignment entry point makes.
+fn check_assign(isa: Isa, d: usize, c: ArrayView2<f32>) -> Result<()> {
     let k = c.nrows();
     if c.ncols() != d {
         return Err(Error::Invalid(format!(
@@ -33,7 +26,54 @@ pub fn assign_with(
     if k > u32::MAX as usize || k > i32::MAX as usize - 64 {
         return Err(Error::Invalid(format!("assign: too many centroids ({k})")));
     }
-    super::check_isa(isa)?;
+    super::check_isa(isa)
+}
+
+/// [`Backend::assign_top2`](crate::compute::Backend::assign_top2) with an
+/// explicit instruction set: the L2 assignment and each row's second-best
+/// squared distance (`+∞` when `k = 1`), from the same fused GEMM + top-2
+/// kernel (ties: the lowest index is the best, and an equal score is the
+/// second best).
+pub fn assign_top2_with(
+    isa: Isa,
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+) -> Result<(Assignment, Vec<f32>)> {
+    let (n, d) = x.dim();
+    check_assign(isa, d, c)?;
+    let k = c.nrows();
+    let mut out = Assignment {
+        labels: vec![0; n],
+        distances: vec![0.0; n],
+    };
+    let second_init = if k == 1 { f32::INFINITY } else { 0.0 };
+    let mut second = vec![second_init; n];
+    if n == 0 || d == 0 {
+        // Every centroid scores 0: the lowest index wins, the next ties it.
+        return Ok((out, second));
+    }
+    let xs = standard(x);
+    let cs = standard(c);
+    let (l, dist) = (&mut out.labels, &mut out.distances);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => super::avx512::assign_top2(&xs, n, &cs, k, d, l, dist, &mut second),
+        _ => super::portable::assign_top2(&xs, n, &cs, k, d, l, dist, &mut second),
+    }
+    Ok((out, second))
+}
+
+/// [`Backend::assign`](crate::compute::Backend::assign) with an explicit
+/// instruction set.
+pub fn assign_with(
+    isa: Isa,
+    x: ArrayView2<f32>,
+    c: ArrayView2<f32>,
+    metric: Metric,
+) -> Result<Assignment> {
+    let (n, d) = x.dim();
+    let k = c.nrows();
+    check_assign(isa, d, c)?;
     let mut out = Assignment {
         labels: vec![0; n],
         distances: vec![0.0; n],

@@ -171,6 +171,8 @@ struct Scratch {
     panel: AlignedBuf,
     best_v: Vec<__m512>,
     best_i: Vec<__m512i>,
+    /// Per-lane second-best scores (top-2 runs only).
+    second_v: Vec<__m512>,
     /// Partial sums between k-blocks, `MR·NV` vectors per micro-panel.
     acc: Vec<__m512>,
 }
@@ -182,6 +184,7 @@ impl Scratch {
             panel: AlignedBuf::zeroed(0),
             best_v: Vec::new(),
             best_i: Vec::new(),
+            second_v: Vec::new(),
             acc: Vec::new(),
         }
     }
@@ -235,7 +238,37 @@ pub(crate) fn assign(
     labels: &mut [u32],
     dist: &mut [f32],
 ) {
+    assign_impl::<false>(x, n, c, k, d, scores, labels, dist, &mut []);
+}
+
+/// [`assign`] for L2 that also writes each row's second-best squared
+/// distance (`+∞` when `k = 1`) to `second`.
+pub(crate) fn assign_top2(
+    x: &[f32],
+    n: usize,
+    c: &[f32],
+    k: usize,
+    d: usize,
+    labels: &mut [u32],
+    dist: &mut [f32],
+    second: &mut [f32],
+) {
+    assign_impl::<true>(x, n, c, k, d, Scores::L2, labels, dist, second);
+}
+
+fn assign_impl<const TOP2: bool>(
+    x: &[f32],
+    n: usize,
+    c: &[f32],
+    k: usize,
+    d: usize,
+    scores: Scores,
+    labels: &mut [u32],
+    dist: &mut [f32],
+    second: &mut [f32],
+) {
     assert!(available(), "AVX-512F kernel called on a CPU without it");
+    debug_assert!(!TOP2 || second.len() == n);
     debug_assert!(x.len() == n * d && c.len() == k * d && k >= 1 && d >= 1);
     let g = grid(n, k, d, rayon::current_num_threads());
     let npanels = k.div_ceil(NR);
@@ -266,27 +299,41 @@ pub(crate) fn assign(
         alpha,
     };
     if g.col_ranges == 1 {
-        // Each task owns its rows' final answer: write it in place.
+        // Each task owns its rows' final answer: write it in place. (Without
+        // top-2, `second` is a zeroed stand-in that is never written, so its
+        // pages are never touched.)
+        let mut unused;
+        let second = if TOP2 {
+            second
+        } else {
+            unused = vec![0f32; n];
+            &mut unused[..]
+        };
         labels
             .par_chunks_mut(g.mc)
             .zip(dist.par_chunks_mut(g.mc))
+            .zip(second.par_chunks_mut(g.mc))
             .enumerate()
-            .for_each_init(Scratch::new, |s, (blk, (lab, dis))| {
+            .for_each_init(Scratch::new, |s, (blk, ((lab, dis), sec))| {
                 let r0 = blk * g.mc;
                 let xb = &x[r0 * d..(r0 + lab.len()) * d];
                 // SAFETY: AVX-512F was checked above.
-                unsafe { run_task(&env, xb, lab.len(), 0..npanels, s) };
+                unsafe { run_task::<TOP2>(&env, xb, lab.len(), 0..npanels, s) };
                 for (r, (l, o)) in lab.iter_mut().zip(dis.iter_mut()).enumerate() {
-                    let (v, j) = lane_min(s, r);
+                    let row = &xb[r * d..(r + 1) * d];
+                    let (v, j, v2) = lane_min::<TOP2>(s, r);
                     *l = j;
-                    *o = scores.finish(&xb[r * d..(r + 1) * d], v);
+                    *o = scores.finish(row, v);
+                    if TOP2 {
+                        sec[r] = scores.finish(row, v2);
+                    }
                 }
             });
         return;
     }
     // Several centroid ranges per row block: best per (block, range), then a
     // merge in range order (strict `<`, so ties keep the lower index).
-    let parts: Vec<Vec<(f32, u32)>> = (0..g.row_blocks * g.col_ranges)
+    let parts: Vec<Vec<(f32, u32, f32)>> = (0..g.row_blocks * g.col_ranges)
         .into_par_iter()
         .map_init(Scratch::new, |s, t| {
             let (blk, rng) = (t / g.col_ranges, t % g.col_ranges);
@@ -295,8 +342,8 @@ pub(crate) fn assign(
             let p0 = rng * g.panels_per_range;
             let p1 = (p0 + g.panels_per_range).min(npanels);
             // SAFETY: AVX-512F was checked above.
-            unsafe { run_task(&env, &x[r0 * d..(r0 + rows) * d], rows, p0..p1, s) };
-            (0..rows).map(|r| lane_min(s, r)).collect()
+            unsafe { run_task::<TOP2>(&env, &x[r0 * d..(r0 + rows) * d], rows, p0..p1, s) };
+            (0..rows).map(|r| lane_min::<TOP2>(s, r)).collect()
         })
         .collect();
     for (blk, ranges) in parts.chunks(g.col_ranges).enumerate() {
@@ -304,12 +351,19 @@ pub(crate) fn assign(
         for r in 0..ranges[0].len() {
             let mut best = ranges[0][r];
             for part in &ranges[1..] {
-                if part[r].0 < best.0 {
-                    best = part[r];
+                let p = part[r];
+                if p.0 < best.0 {
+                    best = (p.0, p.1, best.0.min(p.2));
+                } else {
+                    best.2 = best.2.min(p.0);
                 }
             }
+            let row = &x[(r0 + r) * d..(r0 + r + 1) * d];
             labels[r0 + r] = best.1;
-            dist[r0 + r] = scores.finish(&x[(r0 + r) * d..(r0 + r + 1) * d], best.0);
+            dist[r0 + r] = scores.finish(row, best.0);
+            if TOP2 {
+                second[r0 + r] = scores.finish(row, best.2);
+            }
         }
     }
 }
@@ -328,7 +382,7 @@ struct Env<'a> {
 /// Scan centroid panels `panels` for `rows` rows `x` (row-major), leaving the
 /// per-lane running minima in `s.best_v` / `s.best_i`.
 #[target_feature(enable = "avx512f")]
-unsafe fn run_task(
+unsafe fn run_task<const TOP2: bool>(
     env: &Env,
     x: &[f32],
     rows: usize,
@@ -343,6 +397,10 @@ unsafe fn run_task(
     s.best_i.clear();
     s.best_v.resize(nq * MR, _mm512_set1_ps(f32::INFINITY));
     s.best_i.resize(nq * MR, _mm512_setzero_si512());
+    s.second_v.clear();
+    if TOP2 {
+        s.second_v.resize(nq * MR, _mm512_set1_ps(f32::INFINITY));
+    }
     let kc = k_block(d);
     s.acc.clear();
     if kc < d {
@@ -381,12 +439,22 @@ unsafe fn run_task(
                     let bk = bp.add(k0 * NR);
                     let bv = s.best_v.as_mut_ptr().add(q * MR);
                     let bi = s.best_i.as_mut_ptr().add(q * MR);
+                    let b2 = if TOP2 {
+                        s.second_v.as_mut_ptr().add(q * MR)
+                    } else {
+                        std::ptr::null_mut()
+                    };
                     let c = acc.add(q * MR * NV);
+                    let best = Best {
+                        v: bv,
+                        i: bi,
+                        v2: b2,
+                    };
                     match (first, last) {
-                        (true, true) => tile::<true, true>(ap, bk, len, c, &ep, bv, bi),
-                        (true, false) => tile::<true, false>(ap, bk, len, c, &ep, bv, bi),
-                        (false, false) => tile::<false, false>(ap, bk, len, c, &ep, bv, bi),
-                        (false, true) => tile::<false, true>(ap, bk, len, c, &ep, bv, bi),
+                        (true, true) => tile::<true, true, TOP2>(ap, bk, len, c, &ep, best),
+                        (true, false) => tile::<true, false, TOP2>(ap, bk, len, c, &ep, best),
+                        (false, false) => tile::<false, false, TOP2>(ap, bk, len, c, &ep, best),
+                        (false, true) => tile::<false, true, TOP2>(ap, bk, len, c, &ep, best),
                     }
                 }
                 k0 += len;
@@ -395,19 +463,30 @@ unsafe fn run_task(
     }
 }
 
-/// Horizontal (value, lowest index) minimum of row `r`'s 16 lanes.
-fn lane_min(s: &Scratch, r: usize) -> (f32, u32) {
+/// Horizontal (value, lowest index) minimum of row `r`'s 16 lanes, and with
+/// `TOP2` the second-best value over all lanes (else `+∞`).
+fn lane_min<const TOP2: bool>(s: &Scratch, r: usize) -> (f32, u32, f32) {
     // SAFETY: __m512 / __m512i are plain 16-lane f32 / i32 values.
     let vals: [f32; 16] = unsafe { std::mem::transmute(s.best_v[r]) };
     let idxs: [i32; 16] = unsafe { std::mem::transmute(s.best_i[r]) };
-    let (mut bv, mut bi) = (vals[0], idxs[0]);
+    let mut best = 0;
     for l in 1..16 {
-        if vals[l] < bv || (vals[l] == bv && idxs[l] < bi) {
-            bv = vals[l];
-            bi = idxs[l];
+        if vals[l] < vals[best] || (vals[l] == vals[best] && idxs[l] < idxs[best]) {
+            best = l;
         }
     }
-    (bv, bi as u32)
+    let mut v2 = f32::INFINITY;
+    if TOP2 {
+        // SAFETY: as above.
+        let secs: [f32; 16] = unsafe { std::mem::transmute(s.second_v[r]) };
+        for l in 0..16 {
+            v2 = v2.min(secs[l]);
+            if l != best {
+                v2 = v2.min(vals[l]);
+            }
+        }
+    }
+    (vals[best], idxs[best] as u32, v2)
 }
 
 /// Length of the dot-product slices one microkernel call runs: the whole of
@@ -475,19 +554,27 @@ struct Epilogue {
     j0: i32,
 }
 
+/// A micro-panel's running per-lane minima: `MR` vectors each of best
+/// values, their indices and (top-2 only, else null) second-best values.
+#[derive(Clone, Copy)]
+struct Best {
+    v: *mut __m512,
+    i: *mut __m512i,
+    v2: *mut __m512,
+}
+
 /// One `MR × NR` tile over `len` steps of `k`. `FIRST`: start from zero, else
 /// from the partial sums in `c`; `LAST`: fold the scores into the running
 /// minima, else store the partial sums to `c`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const FIRST: bool, const LAST: bool>(
+unsafe fn tile<const FIRST: bool, const LAST: bool, const TOP2: bool>(
     a: *const f32,
     b: *const f32,
     len: usize,
     c: *mut __m512,
     ep: &Epilogue,
-    best_v: *mut __m512,
-    best_i: *mut __m512i,
+    best: Best,
 ) {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if !FIRST {
@@ -518,18 +605,31 @@ unsafe fn tile<const FIRST: bool, const LAST: bool>(
         idx[v] = _mm512_add_epi32(lane, _mm512_set1_epi32(ep.j0 + 16 * v as i32));
     }
     for i in 0..MR {
-        // SAFETY: best_v/best_i point at MR entries for this micro-panel.
+        // SAFETY: best.v/i (and v2 with TOP2) point at MR entries for this micro-panel.
         unsafe {
-            let mut bv = *best_v.add(i);
-            let mut bi = *best_i.add(i);
+            let mut bv = *best.v.add(i);
+            let mut bi = *best.i.add(i);
+            let mut b2 = if TOP2 {
+                *best.v2.add(i)
+            } else {
+                _mm512_setzero_ps()
+            };
             for v in 0..NV {
                 let s = _mm512_fmadd_ps(acc[i][v], ep.alpha, betav[v]);
+                if TOP2 {
+                    // A new best pushes the old one to second place; else
+                    // the score competes for second place.
+                    b2 = _mm512_min_ps(b2, _mm512_max_ps(s, bv));
+                }
                 let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(s, bv);
                 bv = _mm512_mask_mov_ps(bv, m, s);
                 bi = _mm512_mask_mov_epi32(bi, m, idx[v]);
             }
-            *best_v.add(i) = bv;
-            *best_i.add(i) = bi;
+            *best.v.add(i) = bv;
+            *best.i.add(i) = bi;
+            if TOP2 {
+                *best.v2.add(i) = b2;
+            }
         }
     }
 }

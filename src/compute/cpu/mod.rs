@@ -25,6 +25,7 @@ pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_knn;
 mod centroid_sums;
+mod fixed_sums;
 pub mod flat_scan;
 pub mod gemm;
 pub mod isa;
@@ -34,6 +35,10 @@ pub mod pq_assign;
 pub mod pq_encode;
 pub mod pq_scan;
 pub mod pq_tables;
+pub mod projection;
+pub mod pruned;
+#[cfg(target_arch = "x86_64")]
+mod pruned_avx512;
 pub mod reference;
 pub mod weighted_sum;
 
@@ -41,8 +46,8 @@ use std::borrow::Cow;
 
 use ndarray::{Array2, ArrayView2};
 
-pub use assign::assign_with;
 pub(crate) use assign::{Scores, norm2, prepared_beta};
+pub use assign::{assign_top2_with, assign_with};
 pub use centroid_sums::centroid_sums;
 pub use isa::{ISA_ENV, Isa};
 
@@ -110,6 +115,18 @@ impl Backend for CpuBackend {
 
     fn assign(&self, x: ArrayView2<f32>, c: ArrayView2<f32>, metric: Metric) -> Result<Assignment> {
         assign_with(self.isa, x, c, metric)
+    }
+
+    fn assign_top2(
+        &self,
+        x: ArrayView2<f32>,
+        c: ArrayView2<f32>,
+    ) -> Option<Result<(Assignment, Vec<f32>)>> {
+        Some(assign_top2_with(self.isa, x, c))
+    }
+
+    fn as_cpu(&self) -> Option<&CpuBackend> {
+        Some(self)
     }
 
     fn centroid_sums(

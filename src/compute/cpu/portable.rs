@@ -3,7 +3,8 @@
 //! NEON, scalar) on row block × column block tiles, each tile reduced right
 //! away, so only one scratch tile per rayon task exists:
 //!
-//! * [`assign`]: a per-row running minimum over centroid tiles;
+//! * [`assign`] / [`assign_top2`]: a per-row running minimum (and the
+//!   second-best score) over centroid tiles;
 //! * [`knn`]: a running top-k per query over database tiles.
 
 // Register tiles read best with explicit indices; the kernels take the
@@ -38,7 +39,38 @@ pub(crate) fn assign(
     labels: &mut [u32],
     dist: &mut [f32],
 ) {
+    let mut unused = vec![0f32; n];
+    assign_impl::<false>(x, n, c, k, d, scores, labels, dist, &mut unused);
+}
+
+/// [`assign`] for L2 that also writes each row's second-best squared
+/// distance (`+∞` when `k = 1`) to `second`.
+pub(crate) fn assign_top2(
+    x: &[f32],
+    n: usize,
+    c: &[f32],
+    k: usize,
+    d: usize,
+    labels: &mut [u32],
+    dist: &mut [f32],
+    second: &mut [f32],
+) {
+    assign_impl::<true>(x, n, c, k, d, Scores::L2, labels, dist, second);
+}
+
+fn assign_impl<const TOP2: bool>(
+    x: &[f32],
+    n: usize,
+    c: &[f32],
+    k: usize,
+    d: usize,
+    scores: Scores,
+    labels: &mut [u32],
+    dist: &mut [f32],
+    second: &mut [f32],
+) {
     debug_assert!(x.len() == n * d && c.len() == k * d && k >= 1 && d >= 1);
+    debug_assert!(second.len() == n);
     let beta = prepared_beta(c, k, d, scores);
     let alpha = scores.alpha();
     // Blocks depend on n only (not on the thread count), so the results do
@@ -48,14 +80,16 @@ pub(crate) fn assign(
     labels
         .par_chunks_mut(mc)
         .zip(dist.par_chunks_mut(mc))
+        .zip(second.par_chunks_mut(mc))
         .enumerate()
         .for_each_init(
             || vec![0f32; mc * nc],
-            |tile, (blk, (lab, dis))| {
+            |tile, (blk, ((lab, dis), sec))| {
                 let r0 = blk * mc;
                 let rows = lab.len();
                 let xb = &x[r0 * d..(r0 + rows) * d];
-                let mut best = vec![(f32::INFINITY, 0u32); rows];
+                // (best score, its index, second-best score)
+                let mut best = vec![(f32::INFINITY, 0u32, f32::INFINITY); rows];
                 for j0 in (0..k).step_by(nc) {
                     let cols = nc.min(k - j0);
                     super::gemm::abt(rows, cols, d, xb, &c[j0 * d..], tile);
@@ -64,14 +98,20 @@ pub(crate) fn assign(
                         for (jj, (&dot, &bt)) in line.iter().zip(&beta[j0..j0 + cols]).enumerate() {
                             let s = bt + alpha * dot;
                             if s < b.0 {
-                                *b = (s, (j0 + jj) as u32);
+                                *b = (s, (j0 + jj) as u32, b.0);
+                            } else if TOP2 && s < b.2 {
+                                b.2 = s;
                             }
                         }
                     }
                 }
-                for (r, &(v, j)) in best.iter().enumerate() {
+                for (r, &(v, j, v2)) in best.iter().enumerate() {
+                    let row = &xb[r * d..(r + 1) * d];
                     lab[r] = j;
-                    dis[r] = scores.finish(&xb[r * d..(r + 1) * d], v);
+                    dis[r] = scores.finish(row, v);
+                    if TOP2 {
+                        sec[r] = scores.finish(row, v2);
+                    }
                 }
             },
         );
