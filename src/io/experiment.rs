@@ -223,6 +223,8 @@ impl Experiment {
                              choose one with --layout applio|rvc|rvc-main",
                         ));
                     }
+                    // `--version` names an RVC folder, which says what is wrong.
+                    (false, false) if version.is_some() => Layout::of_rvc_folder(dir),
                     (false, false) => {
                         return Err(Error::bad_input(
                             dir,
