@@ -28,11 +28,9 @@ pub struct TrainArgs {
     /// (or extracted/ for Applio).
     #[arg(long)]
     pub feature_dir: Option<PathBuf>,
-    /// Whose folder and file names to follow: `rvc` (RVC 20240604: 3_feature768/ or
-    /// 3_feature256/; total_fea.npy, trained_… and added_…), `rvc-main` (RVC's main branch:
-    /// the same without total_fea.npy, plus train_index.log) or `applio` (extracted/;
-    /// <model>.index only). Default: detected from the folder (extracted/ with .npy files:
-    /// applio; 3_feature768/ or 3_feature256/: rvc, or rvc-main when train_index.log is there).
+    /// Whose folders and file names to follow. Default: detected from the folder
+    /// (extracted/ with .npy files: applio; 3_feature768/ or 3_feature256/: rvc, or
+    /// rvc-main when train_index.log, which RVC main's WebUI creates, is there).
     #[arg(long, value_enum)]
     pub layout: Option<Layout>,
     /// File name of the index inference loads, instead of the layout's
@@ -88,9 +86,11 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub factory: Option<crate::index::Factory>,
     /// Compress the features to mini-batch k-means centres before indexing:
-    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, written as
-    /// total_fea.npy and indexed with nlist 256), `off` = index every row,
-    /// or a number of centres to compress to whatever the row count. The
+    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, indexed with
+    /// nlist 256, and in RVC's layout written as total_fea.npy), `off` =
+    /// index every row,
+    /// or a number of centres to compress to whatever the row count
+    /// (Applio's "KMeans" index algorithm is `--compress 10000`). The
     /// shuffle seed also seeds the compression; see `rvc-index compress --help`.
     #[arg(long, default_value = "auto", value_parser = Compress::parse)]
     pub compress: Compress,
