@@ -208,3 +208,50 @@ fn rvc_main_skips_on_its_link_and_links_a_found_index() {
     let j = train_json(&[e, "--layout", "rvc-main", "--skip-existing"]);
     assert_eq!(j["skipped"], false);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_later_run_without_link_keeps_the_link_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = mixture(800, 256, 20, 15);
+    let logs = dir.path().join("logs");
+    let exp = make_experiment(&logs, "k", &x, 100);
+    std::fs::write(exp.join("train_index.log"), "").unwrap();
+    let out = dir.path().join("out");
+    let e = exp.to_str().unwrap();
+    train_json(&[e, "--link", out.to_str().unwrap()]);
+    let link = out.join("k_added_IVF20_Flat_nprobe_1_k_v1.index");
+    let added = exp.join("added_IVF20_Flat_nprobe_1_k_v1.index");
+    let first = inode(&added);
+    assert_eq!(inode(&link), first);
+    // `batch` (which takes no --link) rebuilds: the hard link follows the
+    // new index instead of holding the old one.
+    let o = run(&[
+        "batch",
+        logs.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--force",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(inode(&added), first);
+    assert_eq!(inode(&link), inode(&added));
+    // Another nlist renames the index and its link; the old link goes.
+    let j = train_json(&[e, "--nlist", "10"]);
+    let link = out.join("k_added_IVF10_Flat_nprobe_1_k_v1.index");
+    assert_eq!(path_of(&j, "link"), link);
+    assert_eq!(
+        listing(&out),
+        vec!["k_added_IVF10_Flat_nprobe_1_k_v1.index".to_string()]
+    );
+    assert_eq!(
+        inode(&link),
+        inode(&exp.join("added_IVF10_Flat_nprobe_1_k_v1.index"))
+    );
+    // A link removed by hand is not made again.
+    std::fs::remove_file(&link).unwrap();
+    let j = train_json(&[e, "--nlist", "12"]);
+    assert!(j["link"].is_null());
+    assert!(listing(&out).is_empty());
+}

@@ -145,9 +145,11 @@ fn skip(exp: &Experiment, found: PathBuf, progress: &Progress) -> Result<Skipped
         "skipped: the index exists: {}",
         found.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let link = exp.link_path(&found);
+    let link = exp
+        .link_path(&found)
+        .map(|l| std::path::absolute(&l).unwrap_or(l));
     let link_kind = match &link {
-        Some(l) => Some(make_link(exp, &found, l, &mut log).inspect_err(|e| log.failed(e))?),
+        Some(l) => Some(make_link(&found, l, &mut log).inspect_err(|e| log.failed(e))?),
         None => None,
     };
     let link = link.filter(|_| link_kind != Some(LinkKind::Inside));
@@ -193,15 +195,20 @@ pub(crate) fn check_names(exp: &Experiment, stem: &str, nprobe: usize) -> Result
     Ok(())
 }
 
+/// Where to link `index`: into `--link DIR`, else into the folder of the
+/// previous run's link `prev` (see `manifest::previous_link`), else
+/// nowhere. Absolute, as the manifest records it.
+pub(crate) fn link_to_make(exp: &Experiment, index: &Path, prev: Option<&Path>) -> Option<PathBuf> {
+    let link = exp
+        .link_path(index)
+        .or_else(|| Some(prev?.parent()?.join(exp.link_name(index))))?;
+    Some(std::path::absolute(&link).unwrap_or(link))
+}
+
 /// Link the committed `index` at `link` (`--link`); a failure says that the
 /// index itself is in place.
-pub fn make_link(
-    exp: &Experiment,
-    index: &Path,
-    link: &Path,
-    log: &mut RunLog,
-) -> Result<LinkKind> {
-    let dir = exp.link_dir.as_deref().unwrap_or(link);
+pub fn make_link(index: &Path, link: &Path, log: &mut RunLog) -> Result<LinkKind> {
+    let dir = link.parent().unwrap_or(link);
     match link::link_index(index, link) {
         Ok(k) => {
             log.line(&match k {

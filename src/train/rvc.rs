@@ -475,7 +475,12 @@ fn build_inner(
     let fill = stages.fill + stages.refine;
     secs.add += fill;
     crate::testing::pause_point("before-manifest");
-    let link_path = exp.link_path(&added_index);
+    // The previous run's link, if it still leads to the previous index: a
+    // run without `--link` (`batch`, say) links into the same folder again,
+    // so that no link is left holding (hard) or missing (symbolic) an old
+    // index; one that links elsewhere (another name, folder) removes it.
+    let prev_link = previous_link(exp);
+    let link_path = super::layout::link_to_make(exp, &added_index, prev_link.as_deref());
     stage_manifest(
         &mut set,
         exp,
@@ -486,9 +491,7 @@ fn build_inner(
         &added_index,
         link_path.clone(),
     )?;
-    // The previous set's link, when it goes elsewhere (another nlist gives
-    // another name): it would be left pointing at a removed index.
-    let old_link = previous_link(exp).filter(|l| Some(l) != link_path.as_ref());
+    let old_link = prev_link.filter(|l| Some(l) != link_path.as_ref());
     // Outputs of older settings (another nlist gives other names) go with
     // the commit, so no stale index stays beside the new set.
     set.commit(&previous_outputs(exp))?;
@@ -506,7 +509,7 @@ fn build_inner(
         progress.warn(&format!("the previous link was left in place: {e}"));
     }
     let link_kind = match &link_path {
-        Some(l) => Some(super::layout::make_link(exp, &added_index, l, log)?),
+        Some(l) => Some(super::layout::make_link(&added_index, l, log)?),
         None => None,
     };
     let link = link_path.filter(|_| link_kind != Some(LinkKind::Inside));
