@@ -183,6 +183,15 @@ pub(crate) fn check_names(exp: &Experiment, stem: &str, nprobe: usize) -> Result
             "--output {o:?} is the name of the trained index this layout also writes"
         )));
     }
+    if exp
+        .link_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        return Err(Error::Invalid(
+            "--link needs a folder, not an empty path".into(),
+        ));
+    }
     if let Some(d) = &exp.link_dir
         && d.symlink_metadata().is_ok()
         && !d.is_dir()

@@ -114,17 +114,31 @@ pub fn read_manifest(exp_dir: &Path) -> Option<Manifest> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// What a set's manifest records besides the settings and the outputs.
+pub struct SetFacts<'a> {
+    pub inputs: Vec<InputFile>,
+    pub rows: usize,
+    pub nlist: usize,
+    /// The index inference loads.
+    pub index: &'a Path,
+    /// Where it is linked, once the set is committed.
+    pub link: Option<PathBuf>,
+}
+
 /// Stage the manifest of a set whose other files are staged in `set` already.
 pub fn stage_manifest(
     set: &mut io::OutputSet,
     exp: &Experiment,
     settings: &TrainOptions,
-    inputs: Vec<InputFile>,
-    rows: usize,
-    nlist: usize,
-    index: &Path,
-    link: Option<PathBuf>,
+    facts: SetFacts,
 ) -> Result<()> {
+    let SetFacts {
+        inputs,
+        rows,
+        nlist,
+        index,
+        link,
+    } = facts;
     let outputs = set
         .fingerprints()?
         .into_iter()

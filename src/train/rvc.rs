@@ -12,7 +12,8 @@ use rand::seq::SliceRandom;
 use super::kmeans::IterationStats;
 use super::layout::RunLog;
 use super::manifest::{
-    InputFile, fingerprint_inputs, is_output_name, previous_link, previous_outputs, stage_manifest,
+    InputFile, SetFacts, fingerprint_inputs, is_output_name, previous_link, previous_outputs,
+    stage_manifest,
 };
 use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
@@ -481,16 +482,14 @@ fn build_inner(
     // index; one that links elsewhere (another name, folder) removes it.
     let prev_link = previous_link(exp);
     let link_path = super::layout::link_to_make(exp, &added_index, prev_link.as_deref());
-    stage_manifest(
-        &mut set,
-        exp,
-        opts,
+    let facts = SetFacts {
         inputs,
-        n_raw,
+        rows: n_raw,
         nlist,
-        &added_index,
-        link_path.clone(),
-    )?;
+        index: &added_index,
+        link: link_path.clone(),
+    };
+    stage_manifest(&mut set, exp, opts, facts)?;
     let old_link = prev_link.filter(|l| Some(l) != link_path.as_ref());
     // Outputs of older settings (another nlist gives other names) go with
     // the commit, so no stale index stays beside the new set.
