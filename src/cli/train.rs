@@ -137,7 +137,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let exp =
         Experiment::open_layout(&a.experiment, a.layout, a.version, a.feature_dir.as_deref())?
             .with_output(a.output.as_deref())?
-            .with_link(a.link.as_deref());
+            .with_link(a.link.as_deref())?;
     let lock = match layout::begin(&exp, a.skip_existing, &progress)? {
         Begun::Skipped(s) => return a.json.emit(&TrainOutcome::Skipped(s)),
         Begun::Build(lock) => lock,

@@ -303,9 +303,14 @@ impl Experiment {
     }
 
     /// Link the index into `dir` once it is committed.
-    pub fn with_link(mut self, dir: Option<&Path>) -> Self {
+    pub fn with_link(mut self, dir: Option<&Path>) -> Result<Self> {
+        if dir.is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(Error::Invalid(
+                "--link needs a folder, not an empty path".into(),
+            ));
+        }
         self.link_dir = dir.map(Path::to_path_buf);
-        self
+        Ok(self)
     }
 
     /// `IVF<n>_Flat_nprobe_<p>_<exp>_<ver>.index` with the given prefix
