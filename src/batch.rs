@@ -12,25 +12,27 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::compute::Backend;
-use crate::io::experiment::{Experiment, Version};
+use crate::io::experiment::{Experiment, Layout, Version, has_features};
 use crate::progress::Progress;
 use crate::train::manifest::{read_manifest, stale_reason};
 use crate::train::rvc::{self, TrainOptions, TrainSummary};
 use crate::{Error, Result};
 
-/// Experiment folders directly under `root` that hold features, by name.
-pub fn discover(root: &Path) -> Result<Vec<PathBuf>> {
+/// Experiment folders directly under `root` that hold features, by name:
+/// RVC's (`3_feature768/`, `3_feature256/`) and Applio's (`extracted/`), or
+/// only those of `layout`.
+pub fn discover(root: &Path, layout: Option<Layout>) -> Result<Vec<PathBuf>> {
     if !root.is_dir() {
         return Err(Error::bad_input(root, "folder not found"));
     }
     let mut v = Vec::new();
     for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
         let p = e.map_err(|e| Error::io(root, e))?.path();
-        if p.is_dir()
-            && [Version::V2, Version::V1]
-                .iter()
-                .any(|v| crate::io::experiment::has_npy(&p.join(v.feature_folder())))
-        {
+        let layouts = match layout {
+            Some(l) => vec![l],
+            None => vec![Layout::Rvc, Layout::Applio],
+        };
+        if p.is_dir() && layouts.into_iter().any(|l| has_features(&p, l)) {
             v.push(p);
         }
     }
@@ -64,6 +66,8 @@ pub struct Outcome {
 
 pub struct BatchOptions {
     pub settings: TrainOptions,
+    /// Every experiment's layout; `None`: detected per experiment.
+    pub layout: Option<Layout>,
     pub version: Option<Version>,
     pub only: Vec<String>,
     pub exclude: Vec<String>,
@@ -104,7 +108,7 @@ pub fn run(
     opts: &BatchOptions,
     progress: &Progress,
 ) -> Result<Vec<Outcome>> {
-    let mut dirs = discover(root)?;
+    let mut dirs = discover(root, opts.layout)?;
     for n in &opts.only {
         if !dirs.iter().any(|d| &name_of(d) == n) {
             return Err(Error::bad_input(
@@ -138,7 +142,7 @@ pub fn run(
             nlist: None,
             seconds: 0.0,
         };
-        let exp = match Experiment::open(d, opts.version, None) {
+        let exp = match Experiment::open_layout(d, opts.layout, opts.version, None) {
             Ok(e) => e,
             Err(e) => {
                 outcomes.push(failed(e));

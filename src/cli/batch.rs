@@ -5,13 +5,13 @@ use std::io::Write;
 use super::train::SettingsArgs;
 use super::{CommonArgs, JsonArgs, VerboseArgs};
 use crate::batch::{self, BatchOptions, Status};
-use crate::io::experiment::Version;
+use crate::io::experiment::{Layout, Version};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  rvc-index batch logs/ --exclude mute\n\n\
-Every folder under LOGS that holds 3_feature768/ or 3_feature256/ with .npy files is an \
-experiment. Each built experiment records a manifest (.rvc-index-manifest.json) of its \
+Every folder under LOGS that holds 3_feature768/ or 3_feature256/ (RVC) or extracted/ \
+(Applio) with .npy files is an experiment, built in its layout (see train --layout). Each built experiment records a manifest (.rvc-index-manifest.json) of its \
 settings, feature files and outputs (names, sizes, modification times, content hashes); a \
 later run skips experiments whose features and settings are unchanged and whose outputs are \
 intact (a file whose time changed is re-hashed). A failed experiment is reported and the \
@@ -42,6 +42,11 @@ pub struct BatchArgs {
     /// Feature version for every experiment (needed where both feature folders exist).
     #[arg(long, value_enum)]
     pub version: Option<Version>,
+    /// Layout of every experiment (see `train --layout`); only folders with
+    /// features of that layout are experiments then. Default: detected per
+    /// experiment.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
     /// The same as `--json=FILE` (kept for older scripts).
     #[arg(
         long = "json-out",
@@ -71,6 +76,7 @@ pub fn run(a: &BatchArgs) -> Result<()> {
     let progress = a.common.progress(&a.verbose);
     let opts = BatchOptions {
         settings: a.settings.options()?,
+        layout: a.layout,
         version: a.version,
         only: a.only.clone(),
         exclude: a.exclude.clone(),

@@ -2,26 +2,52 @@ use std::path::PathBuf;
 
 use super::{CommonArgs, JsonArgs, QeArgs, VerboseArgs};
 use crate::Result;
-use crate::io::experiment::{Experiment, Version};
+use crate::io::experiment::{Experiment, Layout, Version};
+use crate::train::layout::{self, Begun, TrainOutcome};
 use crate::train::minibatch::Compress;
-use crate::train::rvc::{self, Nprobe, TrainOptions};
+use crate::train::rvc::{Nprobe, TrainOptions};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  rvc-index train logs/myvoice\n\n\
+#[command(after_help = "Examples:\n  rvc-index train logs/myvoice\n  \
+rvc-index train logs/myvoice --layout rvc-main --skip-existing --link assets/indices\n  \
+rvc-index train logs/mymodel --layout applio --skip-existing\n\n\
 Reads logs/myvoice/3_feature768/*.npy (v2) or 3_feature256/*.npy (v1) in sorted name order, \
 shuffles the rows (seeded), trains IVF k-means with nlist = min(16*sqrt(N), N // 39) as faiss \
 does (10 iterations, seed 1234), and writes total_fea.npy, \
 trained_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index and added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index \
-into the experiment folder. Files appear whole or not at all.")]
+into the experiment folder (--layout rvc, RVC 20240604). --layout rvc-main (RVC's main branch) \
+writes no total_fea.npy and logs to train_index.log; --layout applio reads extracted/*.npy \
+and writes <model>.index only. Files appear whole or not at all.")]
 pub struct TrainArgs {
     /// Experiment folder, e.g. logs/myvoice.
     pub experiment: PathBuf,
     /// Feature version; by default the folder that holds .npy files decides.
     #[arg(long, value_enum)]
     pub version: Option<Version>,
-    /// Read features from this folder instead of <experiment>/3_feature768 or 3_feature256.
+    /// Read features from this folder instead of <experiment>/3_feature768 or 3_feature256
+    /// (or extracted/ for Applio).
     #[arg(long)]
     pub feature_dir: Option<PathBuf>,
+    /// Whose folders and file names to follow. Default: detected from the folder
+    /// (extracted/ with .npy files: applio; 3_feature768/ or 3_feature256/: rvc, or
+    /// rvc-main when train_index.log, which RVC main's WebUI creates, is there).
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+    /// File name of the index inference loads, instead of the layout's
+    /// (added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index, Applio: <model>.index); a .index name
+    /// in the experiment folder.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
+    /// Do nothing (exit 0, saying so) when the layout's index exists already: the --output
+    /// file, Applio's <model>.index, or an added_…_<exp>_<ver>.index (RVC main: also its link
+    /// in --link DIR), as RVC main and Applio skip. With --link the found index is linked.
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// Link the index into DIR once written, as RVC links it into outside_index_root
+    /// (named <exp>_<added name> for rvc-main, <exp>_IVF…_<exp>_<ver>.index for rvc): a hard
+    /// link, or a relative symbolic link where a hard link cannot be made.
+    #[arg(long, value_name = "DIR")]
+    pub link: Option<PathBuf>,
     #[command(flatten)]
     pub settings: SettingsArgs,
     #[command(flatten)]
@@ -60,9 +86,11 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub factory: Option<crate::index::Factory>,
     /// Compress the features to mini-batch k-means centres before indexing:
-    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, written as
-    /// total_fea.npy and indexed with nlist 256), `off` = index every row,
-    /// or a number of centres to compress to whatever the row count. The
+    /// `auto` = RVC's rule (above 200000 rows, 10000 centres, indexed with
+    /// nlist 256, and in RVC's layout written as total_fea.npy), `off` =
+    /// index every row,
+    /// or a number of centres to compress to whatever the row count
+    /// (Applio's "KMeans" index algorithm is `--compress 10000`). The
     /// shuffle seed also seeds the compression; see `rvc-index compress --help`.
     #[arg(long, default_value = "auto", value_parser = Compress::parse)]
     pub compress: Compress,
@@ -106,14 +134,27 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     a.json.check()?;
     let progress = a.common.progress(&a.verbose);
     let opts = a.settings.options()?;
-    let exp = Experiment::open(&a.experiment, a.version, a.feature_dir.as_deref())?;
+    let exp =
+        Experiment::open_layout(&a.experiment, a.layout, a.version, a.feature_dir.as_deref())?
+            .with_output(a.output.as_deref())?
+            .with_link(a.link.as_deref())?;
+    let lock = match layout::begin(&exp, a.skip_existing, &progress)? {
+        Begun::Skipped(s) => return a.json.emit(&TrainOutcome::Skipped(s)),
+        Begun::Build(lock) => lock,
+    };
     let backend = a.common.backend(&progress)?;
-    let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;
+    let s = layout::build_locked(backend.as_ref(), &exp, &opts, &progress, &lock)?;
+    let mut written: Vec<String> = [&s.total_fea, &s.trained_index, &s.added_index]
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.display().to_string())
+        .collect();
+    if let Some(l) = &s.link {
+        written.push(format!("{} (link)", l.display()));
+    }
     progress.info(&format!(
-        "wrote {}\n      {}\n      {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
-        s.total_fea.display(),
-        s.trained_index.display(),
-        s.added_index.display(),
+        "wrote {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
+        written.join("\n      "),
         s.n,
         s.nlist,
         s.seconds.total,
@@ -122,5 +163,5 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         s.seconds.add,
         s.seconds.write_index + s.seconds.write_total_fea
     ));
-    a.json.emit(&s)
+    a.json.emit(&TrainOutcome::Built(Box::new(s)))
 }

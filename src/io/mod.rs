@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod experiment;
 pub mod features;
+pub mod link;
 pub mod lock;
 pub mod open;
 pub mod outputs;

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::io::experiment::{Experiment, Version};
+use crate::io::experiment::{Experiment, Layout, Version};
 use crate::io::{self, Fingerprint};
 use crate::train::rvc::TrainOptions;
 use crate::{Error, Result};
@@ -41,6 +41,15 @@ pub struct Manifest {
     pub outputs: Vec<OutputFile>,
     pub rows: usize,
     pub nlist: usize,
+    /// Manifests written before layouts existed are RVC's.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The name of the index inference loads (one of `outputs`).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// Where `--link` linked it (the link is made after the commit).
+    #[serde(default)]
+    pub link: Option<PathBuf>,
 }
 
 pub fn tool_id() -> String {
@@ -54,13 +63,23 @@ fn name_of(p: &Path) -> String {
         .into_owned()
 }
 
-/// Whether `name` is a file `train` writes into an experiment folder (its
-/// leftover temporary files are then ours to remove).
-pub fn is_output_name(name: &str) -> bool {
+/// Whether `name` is one of RVC's output names (`total_fea.npy`,
+/// `trained_….index`, `added_….index`) or the manifest.
+pub fn is_rvc_output_name(name: &str) -> bool {
     name == "total_fea.npy"
         || name == MANIFEST
         || ((name.starts_with("trained_") || name.starts_with("added_"))
             && name.ends_with(".index"))
+}
+
+/// Whether `name` is a file `train` writes into `exp`'s folder (its
+/// leftover temporary files are then ours to remove): RVC's names in every
+/// layout (a folder may change layout), Applio's `<model>.index` in
+/// Applio's, and the `--output` name.
+pub fn is_output_name(exp: &Experiment, name: &str) -> bool {
+    is_rvc_output_name(name)
+        || exp.output.as_deref() == Some(name)
+        || (exp.layout == Layout::Applio && name == exp.applio_name())
 }
 
 /// The feature files `train` reads, as (name, path, size, mtime) without
@@ -95,15 +114,31 @@ pub fn read_manifest(exp_dir: &Path) -> Option<Manifest> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// What a set's manifest records besides the settings and the outputs.
+pub struct SetFacts<'a> {
+    pub inputs: Vec<InputFile>,
+    pub rows: usize,
+    pub nlist: usize,
+    /// The index inference loads.
+    pub index: &'a Path,
+    /// Where it is linked, once the set is committed.
+    pub link: Option<PathBuf>,
+}
+
 /// Stage the manifest of a set whose other files are staged in `set` already.
 pub fn stage_manifest(
     set: &mut io::OutputSet,
     exp: &Experiment,
     settings: &TrainOptions,
-    inputs: Vec<InputFile>,
-    rows: usize,
-    nlist: usize,
+    facts: SetFacts,
 ) -> Result<()> {
+    let SetFacts {
+        inputs,
+        rows,
+        nlist,
+        index,
+        link,
+    } = facts;
     let outputs = set
         .fingerprints()?
         .into_iter()
@@ -121,6 +156,9 @@ pub fn stage_manifest(
         outputs,
         rows,
         nlist,
+        layout: exp.layout,
+        index: Some(name_of(index)),
+        link,
     };
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::Invalid(e.to_string()))?;
     set.stage(&exp.dir.join(MANIFEST), |w| {
@@ -140,6 +178,12 @@ pub fn stale_reason(exp: &Experiment, settings: &TrainOptions) -> Result<Option<
     }
     if &m.settings != settings {
         return Ok(Some("settings changed".into()));
+    }
+    if m.layout != exp.layout {
+        return Ok(Some(format!(
+            "layout changed ({} to {})",
+            m.layout, exp.layout
+        )));
     }
     if m.version != exp.version || m.feature_dir != name_of(&exp.feature_dir) {
         return Ok(Some("feature folder changed".into()));
@@ -167,35 +211,84 @@ pub fn stale_reason(exp: &Experiment, settings: &TrainOptions) -> Result<Option<
     Ok(None)
 }
 
-/// Outputs of the previous set that a new set of `new` names leaves behind.
-pub fn previous_outputs(exp_dir: &Path) -> Vec<PathBuf> {
-    read_manifest(exp_dir)
+/// Outputs of the previous set, to remove with the commit of a new one
+/// (which keeps those it replaces): those with one of this layout's names,
+/// and those of another name (another `--output` or layout) that are still
+/// as the previous run wrote them.
+pub fn previous_outputs(exp: &Experiment) -> Vec<PathBuf> {
+    read_manifest(&exp.dir)
         .map(|m| {
             m.outputs
                 .into_iter()
-                .filter(|o| is_output_name(&o.name))
-                .map(|o| exp_dir.join(o.name))
+                .filter(|o| {
+                    is_output_name(exp, &o.name)
+                        || io::outputs::unchanged(&exp.dir.join(&o.name), &o.fingerprint)
+                            .unwrap_or(false)
+                })
+                .map(|o| exp.dir.join(o.name))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The previous set's link and the index it pointed to, when the link
+/// still points to that index (a link the user replaced is left alone).
+pub fn previous_link(exp: &Experiment) -> Option<PathBuf> {
+    let m = read_manifest(&exp.dir)?;
+    let (link, index) = (m.link?, exp.dir.join(m.index?));
+    same_file::is_same_file(&link, &index)
+        .unwrap_or(false)
+        .then_some(link)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn experiment(layout: Layout, output: Option<&str>) -> Experiment {
+        Experiment {
+            dir: PathBuf::from("logs/voice"),
+            name: "voice".into(),
+            version: Version::V2,
+            feature_dir: PathBuf::from("logs/voice/extracted"),
+            layout,
+            output: output.map(String::from),
+            link_dir: None,
+        }
+    }
+
     #[test]
     fn output_names() {
-        for n in [
-            "total_fea.npy",
-            MANIFEST,
-            "added_IVF256_Flat_nprobe_1_voice_v2.index",
-            "trained_IVF4_PQ8x4fs_RFlat_nprobe_3_a_b_v1.index",
-        ] {
-            assert!(is_output_name(n), "{n}");
-        }
-        for n in ["G_2333.pth", "0_0.npy", "added_x.npy", "total_fea.npy.bak"] {
-            assert!(!is_output_name(n), "{n}");
+        for layout in [Layout::Rvc, Layout::RvcMain, Layout::Applio] {
+            let exp = experiment(layout, None);
+            for n in [
+                "total_fea.npy",
+                MANIFEST,
+                "added_IVF256_Flat_nprobe_1_voice_v2.index",
+                "trained_IVF4_PQ8x4fs_RFlat_nprobe_3_a_b_v1.index",
+            ] {
+                assert!(is_output_name(&exp, n), "{layout} {n}");
+            }
+            for n in [
+                "G_2333.pth",
+                "0_0.npy",
+                "added_x.npy",
+                "total_fea.npy.bak",
+                "train_index.log",
+                "other.index",
+                "my.index",
+            ] {
+                assert!(!is_output_name(&exp, n), "{layout} {n}");
+            }
+            assert_eq!(
+                is_output_name(&exp, "voice.index"),
+                layout == Layout::Applio,
+                "{layout}"
+            );
+            assert!(is_output_name(
+                &experiment(layout, Some("my.index")),
+                "my.index"
+            ));
         }
     }
 }

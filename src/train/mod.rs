@@ -2,6 +2,7 @@
 
 pub mod bounds;
 pub mod kmeans;
+pub mod layout;
 pub mod manifest;
 pub mod minibatch;
 pub mod rvc;

@@ -1,5 +1,6 @@
 //! RVC's `train_index` step: features → shuffle → IVF k-means → the
-//! `trained_…` and `added_…` IVF-Flat files, named as RVC names them.
+//! `trained_…` and `added_…` IVF-Flat files, named as RVC names them (or
+//! Applio's `<model>.index`, see `io::experiment::Layout`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,14 +10,17 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::kmeans::IterationStats;
+use super::layout::RunLog;
 use super::manifest::{
-    InputFile, fingerprint_inputs, is_output_name, previous_outputs, stage_manifest,
+    InputFile, SetFacts, fingerprint_inputs, is_output_name, previous_link, previous_outputs,
+    stage_manifest,
 };
 use super::minibatch::{self, Compress, FitSummary, MiniBatchParams};
 use crate::compute::{Backend, BackendInfo};
 use crate::index::build::{self, BuildParams, BuildTimes};
 use crate::index::factory::{Factory, Nlist};
-use crate::io::experiment::{Experiment, Version};
+use crate::io::experiment::{Experiment, Layout, Version};
+use crate::io::link::{self, LinkKind};
 use crate::io::{OutputSet, Target, features};
 use crate::progress::Progress;
 use crate::{Error, Metric, Result};
@@ -89,6 +93,9 @@ pub struct StageSeconds {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainSummary {
     pub experiment: String,
+    pub layout: Layout,
+    /// Always false here (see `layout::TrainOutcome`).
+    pub skipped: bool,
     pub version: Version,
     pub feature_dir: PathBuf,
     pub files: usize,
@@ -107,9 +114,19 @@ pub struct TrainSummary {
     /// Mean squared L2 distance of every indexed row to the centroid of its
     /// list, at the final centroids (0 for `Flat`).
     pub objective_per_row: f64,
+    /// Empty (`null` in JSON) where the layout writes none (RVC main, Applio).
+    #[serde(serialize_with = "super::layout::path_or_null")]
     pub total_fea: PathBuf,
+    /// Empty (`null` in JSON) where the layout writes none (Applio).
+    #[serde(serialize_with = "super::layout::path_or_null")]
     pub trained_index: PathBuf,
+    /// The index inference loads (Applio: `<model>.index`; `--output`).
     pub added_index: PathBuf,
+    /// `--link`: the link to it, and what kind of link was made.
+    pub link: Option<PathBuf>,
+    pub link_kind: Option<LinkKind>,
+    /// RVC main's `train_index.log`.
+    pub log: Option<PathBuf>,
     /// Rows in the index: `n`, or the centres when the features were compressed.
     pub indexed_rows: usize,
     pub compression: Option<FitSummary>,
@@ -207,6 +224,7 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
     build::check(factory_of(opts, nlist), n, d)
         .map_err(|e| Error::bad_input(&exp.feature_dir, e.to_string()))?;
     check_width(exp, d, progress)?;
+    super::layout::check_names(exp, &factory_of(opts, nlist).file_stem(nlist), nprobe)?;
     let inputs = fingerprint_inputs(exp)?;
 
     let perm = shuffle_permutation(n_raw, opts.seed);
@@ -280,7 +298,7 @@ pub fn lock_experiment(exp: &Experiment, progress: &Progress) -> Result<crate::i
             exp.dir.display()
         ))
     })?;
-    let r = crate::io::recover(&exp.dir, &is_output_name)?;
+    let r = crate::io::recover(&exp.dir, &|n| is_output_name(exp, n))?;
     if r.rolled_forward {
         progress.info(&format!(
             "{}: completed the outputs of an interrupted run",
@@ -298,21 +316,51 @@ pub fn train_experiment(
     progress: &Progress,
 ) -> Result<TrainSummary> {
     let lock = lock_experiment(exp, progress)?;
-    let p = prepare(exp, opts, progress)?;
-    build(backend, p, opts, progress, &lock)
+    super::layout::build_locked(backend, exp, opts, progress, &lock)
 }
 
 /// Train and write the index of prepared features (the second half of
-/// `train_experiment`), holding the experiment's `lock`. total_fea.npy, the
-/// trained and the added index and the manifest are written whole under
-/// temporary names and committed as one set: whatever stops the run, the
-/// folder keeps the previous set or gets the new one, never a mix.
+/// `train_experiment`), holding the experiment's `lock`. The layout's
+/// outputs (RVC: total_fea.npy, the trained and the added index; RVC main:
+/// no total_fea.npy; Applio: `<model>.index` only) and the manifest are
+/// written whole under temporary names and committed as one set: whatever
+/// stops the run, the folder keeps the previous set or gets the new one,
+/// never a mix. With `--link` the index is linked once the set is in place
+/// (a failure to link is an error, and the set stays committed).
 pub fn build(
     backend: &dyn Backend,
     p: Prepared,
     opts: &TrainOptions,
     progress: &Progress,
+    lock: &crate::io::FolderLock,
+) -> Result<TrainSummary> {
+    let mut log = RunLog::open(&p.exp)?;
+    build_logged(backend, p, opts, progress, lock, &mut log)
+}
+
+/// [`build`], its stages written to RVC main's log (`log`); a failure is
+/// logged too.
+pub fn build_logged(
+    backend: &dyn Backend,
+    p: Prepared,
+    opts: &TrainOptions,
+    progress: &Progress,
     _lock: &crate::io::FolderLock,
+    log: &mut RunLog,
+) -> Result<TrainSummary> {
+    let r = build_inner(backend, p, opts, progress, log);
+    if let Err(e) = &r {
+        log.failed(e);
+    }
+    r
+}
+
+fn build_inner(
+    backend: &dyn Backend,
+    p: Prepared,
+    opts: &TrainOptions,
+    progress: &Progress,
+    log: &mut RunLog,
 ) -> Result<TrainSummary> {
     let t_start = Instant::now();
     let Prepared {
@@ -330,6 +378,9 @@ pub fn build(
     let mut compression = None;
     let x = match compress_to {
         Some(k) => {
+            log.line(&format!(
+                "compressing {n_raw} feature rows to {k} mini-batch k-means centres"
+            ));
             let mut p = MiniBatchParams::new(k);
             p.seed = opts.seed;
             let r = minibatch::fit_with_progress(backend, x.view(), &p, progress)?;
@@ -361,11 +412,19 @@ pub fn build(
         "{}: {n_raw} rows × {d} from {files} files; {nlist} lists",
         exp.feature_dir.display()
     ));
+    log.line(&format!(
+        "features: {n_raw} rows × {d} from {files} files; indexed rows: ({n}, {d}); IVF lists: {nlist}"
+    ));
 
     let t = Instant::now();
     let mut set = OutputSet::new(&exp.dir);
-    let total_fea = exp.total_fea_path();
-    features::write_npy_into(&mut Target::Set(&mut set), &total_fea, x.view())?;
+    let total_fea = if exp.layout.writes_total_fea() {
+        let p = exp.total_fea_path();
+        features::write_npy_into(&mut Target::Set(&mut set), &p, x.view())?;
+        p
+    } else {
+        PathBuf::new()
+    };
     secs.write_total_fea = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-total-fea");
 
@@ -379,17 +438,24 @@ pub fn build(
         ..BuildParams::new(Metric::L2, nprobe)
     };
     let mut stages = BuildTimes::default();
+    log.line("training the index");
     let t = Instant::now();
     let trained = build::train(backend, x.view(), factory, &params, progress, &mut stages)?;
     secs.kmeans = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let stem = factory.file_stem(nlist);
-    let trained_index = exp.index_path_for("trained", &stem, nprobe);
-    build::write_trained(&mut Target::Set(&mut set), &trained_index, &trained)?;
+    let trained_index = match exp.trained_path(&stem, nprobe) {
+        Some(p) => {
+            build::write_trained(&mut Target::Set(&mut set), &p, &trained)?;
+            p
+        }
+        None => PathBuf::new(),
+    };
     let mut write_secs = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-trained");
 
+    log.line("adding the rows");
     let t = Instant::now();
     let added = build::add(backend, x.view(), &trained, progress, &mut stages)?;
     let objective = added.objective;
@@ -398,7 +464,7 @@ pub fn build(
     // IVF-Flat is streamed from the rows; other kinds are filled first,
     // and that part of the write counts as add.
     let t = Instant::now();
-    let added_index = exp.index_path_for("added", &stem, nprobe);
+    let added_index = exp.added_path(&stem, nprobe);
     build::write_added(
         &mut Target::Set(&mut set),
         &added_index,
@@ -410,16 +476,49 @@ pub fn build(
     let fill = stages.fill + stages.refine;
     secs.add += fill;
     crate::testing::pause_point("before-manifest");
-    stage_manifest(&mut set, exp, opts, inputs, n_raw, nlist)?;
+    // The previous run's link, if it still leads to the previous index: a
+    // run without `--link` (`batch`, say) links into the same folder again,
+    // so that no link is left holding (hard) or missing (symbolic) an old
+    // index; one that links elsewhere (another name, folder) removes it.
+    let prev_link = previous_link(exp);
+    let link_path = super::layout::link_to_make(exp, &added_index, prev_link.as_deref());
+    let facts = SetFacts {
+        inputs,
+        rows: n_raw,
+        nlist,
+        index: &added_index,
+        link: link_path.clone(),
+    };
+    stage_manifest(&mut set, exp, opts, facts)?;
+    let old_link = prev_link.filter(|l| Some(l) != link_path.as_ref());
     // Outputs of older settings (another nlist gives other names) go with
     // the commit, so no stale index stays beside the new set.
-    set.commit(&previous_outputs(&exp.dir))?;
+    set.commit(&previous_outputs(exp))?;
     write_secs += (t.elapsed().as_secs_f64() - fill).max(0.0);
+    log.line(&format!(
+        "built the index: {}",
+        added_index
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    ));
+    if let Some(l) = old_link
+        && let Err(e) = link::remove_link(&l)
+    {
+        progress.warn(&format!("the previous link was left in place: {e}"));
+    }
+    let link_kind = match &link_path {
+        Some(l) => Some(super::layout::make_link(&added_index, l, log)?),
+        None => None,
+    };
+    let link = link_path.filter(|_| link_kind != Some(LinkKind::Inside));
     secs.write_index = write_secs;
     secs.total = load_seconds + t_start.elapsed().as_secs_f64();
 
     Ok(TrainSummary {
         experiment: exp.name.clone(),
+        layout: exp.layout,
+        skipped: false,
         version: exp.version,
         feature_dir: exp.feature_dir.clone(),
         files,
@@ -437,6 +536,9 @@ pub fn build(
         total_fea,
         trained_index,
         added_index,
+        link,
+        link_kind,
+        log: exp.log_path(),
         indexed_rows: n,
         compression,
     })
