@@ -100,9 +100,14 @@ impl QeParams {
                 self.alpha
             )));
         }
-        if self.num_expand == 0 || self.num_expand > crate::limits::MAX_K {
+        if self.num_expand == 0 {
+            return Err(Error::Invalid(
+                "the number of neighbours to expand with must be at least 1".into(),
+            ));
+        }
+        if self.num_expand > crate::limits::MAX_K {
             return Err(Error::Invalid(format!(
-                "the number of neighbours to expand with must be between 1 and {}, got {}",
+                "the number of neighbours to expand with must be at most {}, got {}",
                 crate::limits::MAX_K,
                 self.num_expand
             )));
