@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use super::CommonArgs;
 use crate::io::features;
-use crate::train::minibatch::{self, FitSummary, MiniBatchParams, RVC_CENTRES};
+use crate::train::minibatch::{self, CompressParams, FitSummary, RVC_CENTRES};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -38,20 +38,28 @@ pub struct CompressArgs {
     /// Seed of the permutation, the seeding and the re-seeding.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Rows per batch.
+    /// Rows per backend call where rows are streamed.
     #[arg(long, default_value_t = 16_384)]
     pub batch_size: usize,
-    /// Mini-batch passes over all rows after seeding (fractions allowed, 0 =
-    /// seeding only). Default: 1, or enough for 500000 row updates below
-    /// 500000 rows (at most 10).
+    /// Coarse groups (default: round(sqrt(K)), 100 for K = 10000).
     #[arg(long)]
-    pub epochs: Option<f64>,
-    /// Seeding pool size in rows per centre.
-    #[arg(long, default_value_t = 32)]
-    pub init_pool: usize,
-    /// Lloyd iterations on the seeding pool.
-    #[arg(long, default_value_t = 3)]
-    pub init_iters: usize,
+    pub groups: Option<usize>,
+    /// Lloyd iterations of the coarse level, on a sample of 256 rows per group.
+    #[arg(long, default_value_t = 10)]
+    pub coarse_iters: usize,
+    /// Lloyd iterations of each group's share of the centres on its rows.
+    #[arg(long, default_value_t = 8)]
+    pub fine_iters: usize,
+    /// Split of the centres among groups in proportion to rows^(1-b)·inertia^b.
+    #[arg(long, default_value_t = 0.5)]
+    pub alloc_power: f64,
+    /// Refinement iterations over all rows, each row among the centres of
+    /// nearby groups.
+    #[arg(long, default_value_t = 4)]
+    pub refine_iters: usize,
+    /// Groups searched per row in the refinement (its own and the nearest others).
+    #[arg(long, default_value_t = 4)]
+    pub probe: usize,
     /// Time budget for the fit in seconds: the mini-batch passes stop when it
     /// is spent (the result then depends on the machine's speed).
     #[arg(long)]
@@ -108,10 +116,17 @@ pub fn run(a: &CompressArgs) -> Result<()> {
     if a.batch_size == 0 {
         return Err(Error::Invalid("--batch-size must be at least 1".into()));
     }
-    if let Some(e) = a.epochs.filter(|e| !(e.is_finite() && *e >= 0.0)) {
+    if !(a.alloc_power.is_finite() && (0.0..=1.0).contains(&a.alloc_power)) {
         return Err(Error::Invalid(format!(
-            "--epochs must be a number ≥ 0, got {e}"
+            "--alloc-power must be between 0 and 1, got {}",
+            a.alloc_power
         )));
+    }
+    if a.probe == 0 {
+        return Err(Error::Invalid("--probe must be at least 1".into()));
+    }
+    if a.groups == Some(0) {
+        return Err(Error::Invalid("--groups must be at least 1".into()));
     }
     if a.max_seconds.is_some_and(|s| !(s.is_finite() && s >= 0.0)) {
         return Err(Error::Invalid("--max-seconds must be a number ≥ 0".into()));
@@ -134,14 +149,17 @@ pub fn run(a: &CompressArgs) -> Result<()> {
         a.input.display()
     ));
 
-    let params = MiniBatchParams {
+    let params = CompressParams {
         seed: a.seed,
         batch_size: a.batch_size,
-        epochs: a.epochs,
-        init_pool: a.init_pool,
-        init_iters: a.init_iters,
+        groups: a.groups,
+        coarse_iters: a.coarse_iters,
+        fine_iters: a.fine_iters,
+        alloc_power: a.alloc_power,
+        refine_iters: a.refine_iters,
+        probe: a.probe,
         max_seconds: a.max_seconds,
-        ..MiniBatchParams::new(a.k)
+        ..CompressParams::new(a.k)
     };
     let r = minibatch::fit_with_progress(backend.as_ref(), x.view(), &params, &progress).map_err(
         |e| match e {

@@ -1,0 +1,599 @@
+//! Compressing a large feature set to K centres (RVC replaces every set
+//! above 200 000 rows by the 10 000 centres of scikit-learn's
+//! `MiniBatchKMeans`).
+//!
+//! scikit-learn's `MiniBatchKMeans` as RVC calls it (random init, batches of
+//! 256·n_cpu, early stop after 10 batches without improvement of a smoothed
+//! batch inertia) stops on noise: on the same data it ends after 12 steps
+//! with centres barely moved from random rows, or runs for minutes. A flat
+//! k-means costs N·K·D multiply-adds per iteration, K = 10 000 times the
+//! data. This fit is a two-level (hierarchical) k-means with a fixed,
+//! seeded amount of work that grows with N·√K·D instead:
+//!
+//! 1. **Coarse level.** G ≈ √K groups: Lloyd (`coarse_iters`) on a seeded
+//!    sample of `coarse_sample`·G rows from G random rows, then every row is
+//!    assigned to its group (N·G distances).
+//! 2. **Fine level.** The K centres are split among the groups in
+//!    proportion to each group's rows^(1−β)·inertia^β (Sainte-Laguë, at
+//!    least one per group, at most its rows); each group runs `fine_iters`
+//!    Lloyd iterations on its own rows from random rows of its own
+//!    (≈ N·K/G distances per iteration).
+//! 3. **Refinement.** `refine_iters` Lloyd iterations over all rows in which
+//!    a row is compared with the centres of its group's `probe` nearest
+//!    groups only (≈ N·probe·K/G distances per iteration). A row's centre
+//!    stays among its candidates, so the inertia never rises.
+//!
+//! Centres left empty are re-seeded at rows drawn with probability
+//! proportional to their squared distance, as k-means++ places a centre.
+//! There is no early stop, so the result depends only on the data, the seed,
+//! the parameters and the backend. Every distance goes through
+//! `Backend::assign` and every mean through `Backend::centroid_sums`; rows
+//! are gathered group by group into bounded buffers, never into a second
+//! copy of the matrix.
+
+mod lloyd;
+mod refine;
+
+use std::time::{Duration, Instant};
+
+use ndarray::{Array2, ArrayView2, s};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::compute::Backend;
+use crate::{Error, Metric, Result};
+use lloyd::{LloydRun, Subset, allocate, assign_all, gather, lloyd};
+use refine::{Groups, Refiner, neighbour_groups};
+
+/// Centres RVC keeps when it compresses a big feature set.
+pub const RVC_CENTRES: usize = 10_000;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CompressParams {
+    /// Number of centres.
+    pub k: usize,
+    pub seed: u64,
+    /// Rows per backend call where rows are streamed.
+    pub batch_size: usize,
+    /// Coarse groups; None: round(√K).
+    pub groups: Option<usize>,
+    /// Rows per coarse centre in the sample the coarse level is trained on.
+    pub coarse_sample: usize,
+    pub coarse_iters: usize,
+    pub fine_iters: usize,
+    /// β of the split of centres among groups: rows^(1−β)·inertia^β.
+    pub alloc_power: f64,
+    /// Restricted Lloyd iterations over all rows.
+    pub refine_iters: usize,
+    /// Groups whose centres a row is compared with in the refinement
+    /// (its own and the nearest others).
+    pub probe: usize,
+    /// Skip the refinement iterations left once this much time has passed
+    /// since the start (breaks exact repeatability; off by default).
+    pub max_seconds: Option<f64>,
+}
+
+/// The former name, from when the fit was a mini-batch k-means.
+pub type MiniBatchParams = CompressParams;
+
+impl CompressParams {
+    pub fn new(k: usize) -> Self {
+        CompressParams {
+            k,
+            seed: 0,
+            batch_size: 16_384,
+            groups: None,
+            coarse_sample: 256,
+            coarse_iters: 10,
+            fine_iters: 8,
+            alloc_power: 0.5,
+            refine_iters: 4,
+            probe: 4,
+            max_seconds: None,
+        }
+    }
+
+    /// The number of groups used for `k` centres.
+    pub fn groups_for(&self, k: usize) -> usize {
+        self.groups
+            .unwrap_or_else(|| (k as f64).sqrt().round() as usize)
+            .clamp(1, k.max(1))
+    }
+}
+
+/// One step as the progress bar and `--json` report it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepStats {
+    /// "coarse" (an iteration on the sample), "groups" (every row to its
+    /// group), "fine" (one group's Lloyd run) or "refine" (an iteration
+    /// over all rows).
+    pub phase: &'static str,
+    pub step: usize,
+    /// Rows this step assigned.
+    pub rows: usize,
+    /// Row–centre distances computed so far.
+    pub distance_evaluations: u64,
+    /// Expected total of `distance_evaluations` (exact once the groups are known).
+    pub planned_evaluations: u64,
+    /// Mean squared distance of this step's rows to their nearest centre
+    /// (among those searched), before the step moved the centres.
+    pub inertia_per_row: f64,
+    pub reseeded: usize,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FitSummary {
+    pub n: usize,
+    pub d: usize,
+    pub params: CompressParams,
+    pub groups: usize,
+    /// Rows of the largest and smallest group.
+    pub group_rows_max: usize,
+    pub group_rows_min: usize,
+    pub steps: usize,
+    /// Row–centre squared distances computed (2·D flops each).
+    pub distance_evaluations: u64,
+    /// The same work in rows assigned against all K centres.
+    pub rows_assigned: u64,
+    /// The same work in full assignment passes (N·K distances each).
+    pub passes: f64,
+    /// Centres re-seeded because no row reached them.
+    pub reseeded: usize,
+    /// Whether `max_seconds` cut the refinement short.
+    pub stopped_by_time: bool,
+    pub fit_seconds: f64,
+    /// Mean inertia per row of the coarse sample at each coarse iteration.
+    pub coarse_inertia_per_row: Vec<f64>,
+    /// Mean inertia per row of all rows to their own group's centres, at
+    /// each fine iteration (before its update).
+    pub fine_inertia_per_row: Vec<f64>,
+    /// Mean inertia per row at each refinement iteration (before its
+    /// update), the nearest centre taken among the candidates.
+    pub refine_inertia_per_row: Vec<f64>,
+    pub stage_seconds: StageSeconds,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StageSeconds {
+    pub coarse: f64,
+    pub groups: f64,
+    pub fine: f64,
+    pub refine: f64,
+}
+
+pub struct FitResult {
+    pub centroids: Array2<f32>,
+    pub summary: FitSummary,
+    /// Every step, in order, for inertia-versus-time curves.
+    pub history: Vec<StepStats>,
+}
+
+/// First row and column holding NaN or an infinity.
+pub fn find_non_finite(x: ArrayView2<f32>) -> Option<(usize, usize)> {
+    x.rows()
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, r)| r.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
+}
+
+/// Distances the fit will compute with `p` on `n` rows, before the groups
+/// are known (each group's share of rows and centres taken as equal).
+pub fn planned_evaluations(n: usize, p: &CompressParams) -> u64 {
+    let k = p.k.min(n);
+    let g = p.groups_for(k);
+    let sample = n.min(g * p.coarse_sample.max(1));
+    let per_group = k as f64 / g as f64;
+    let probe = p.probe.clamp(1, g) as f64;
+    let coarse = if g > 1 {
+        (sample * g * p.coarse_iters + n * g) as f64
+    } else {
+        0.0
+    };
+    let fine = n as f64 * per_group * p.fine_iters as f64;
+    let refine = if g > 1 {
+        n as f64 * per_group * probe * p.refine_iters as f64
+    } else {
+        0.0
+    };
+    (coarse + fine + refine) as u64
+}
+
+fn validate(x: ArrayView2<f32>, p: &CompressParams) -> Result<()> {
+    let (n, d) = x.dim();
+    let k = p.k;
+    if k == 0 {
+        return Err(Error::Invalid(
+            "the number of centres must be at least 1".into(),
+        ));
+    }
+    if n < k {
+        return Err(Error::Invalid(format!(
+            "cannot compress {n} rows to {k} centres: K must not exceed the number of rows"
+        )));
+    }
+    if d == 0 {
+        return Err(Error::Invalid("the rows have no columns".into()));
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::Unsupported(format!(
+            "{n} rows; at most {} are supported",
+            u32::MAX
+        )));
+    }
+    if p.batch_size == 0 {
+        return Err(Error::Invalid("the batch size must be at least 1".into()));
+    }
+    if p.probe == 0 {
+        return Err(Error::Invalid("probe must be at least 1 group".into()));
+    }
+    if !(p.alloc_power.is_finite() && (0.0..=1.0).contains(&p.alloc_power)) {
+        return Err(Error::Invalid(format!(
+            "the allocation power must be between 0 and 1, got {}",
+            p.alloc_power
+        )));
+    }
+    if let Some((i, j)) = find_non_finite(x) {
+        return Err(Error::Invalid(format!(
+            "row {i}, column {j} is {} (rows must be finite)",
+            x[[i, j]]
+        )));
+    }
+    Ok(())
+}
+
+/// Fit `params.k` centres to the rows of `x` (L2).
+pub fn fit(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    params: &CompressParams,
+    mut on_step: impl FnMut(&StepStats),
+) -> Result<FitResult> {
+    let t0 = Instant::now();
+    validate(x, params)?;
+    let (n, d) = x.dim();
+    let k = params.k;
+    let b = params.batch_size;
+    let ng = params.groups_for(k);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+    perm.shuffle(&mut rng);
+
+    let mut summary = FitSummary {
+        n,
+        d,
+        params: params.clone(),
+        groups: ng,
+        group_rows_max: 0,
+        group_rows_min: 0,
+        steps: 0,
+        distance_evaluations: 0,
+        rows_assigned: 0,
+        passes: 0.0,
+        reseeded: 0,
+        stopped_by_time: false,
+        fit_seconds: 0.0,
+        coarse_inertia_per_row: Vec::new(),
+        fine_inertia_per_row: Vec::new(),
+        refine_inertia_per_row: Vec::new(),
+        stage_seconds: StageSeconds::default(),
+    };
+    let mut history = Vec::new();
+    let mut evals = 0u64;
+    let mut planned = planned_evaluations(n, params);
+
+    // K = N: every row is its own centre, nothing to learn.
+    if n == k {
+        let mut centroids = Array2::<f32>::zeros((k, d));
+        gather(x, &perm, &mut centroids);
+        summary.fit_seconds = t0.elapsed().as_secs_f64();
+        return Ok(FitResult {
+            centroids,
+            summary,
+            history,
+        });
+    }
+
+    let mut emit = |phase: &'static str,
+                    rows: usize,
+                    inertia: f64,
+                    reseeded: usize,
+                    evals: u64,
+                    planned: u64,
+                    summary: &mut FitSummary,
+                    history: &mut Vec<StepStats>| {
+        summary.steps += 1;
+        summary.reseeded += reseeded;
+        let s = StepStats {
+            phase,
+            step: summary.steps,
+            rows,
+            distance_evaluations: evals,
+            planned_evaluations: planned.max(evals),
+            inertia_per_row: inertia / rows.max(1) as f64,
+            reseeded,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        on_step(&s);
+        history.push(s);
+    };
+
+    // 1. Coarse level: train on a sample, then put every row in its group.
+    let t = Instant::now();
+    let (groups, sse) = if ng == 1 {
+        let g = Groups {
+            coarse: Array2::zeros((1, d)),
+            of_row: vec![0; n],
+            rows: vec![perm.clone()],
+        };
+        (g, vec![1.0])
+    } else {
+        let sample = &perm[..n.min(ng.saturating_mul(params.coarse_sample)).max(ng)];
+        let sub = Subset::new(x, sample, b);
+        let mut coarse = Array2::<f32>::zeros((ng, d));
+        gather(x, &perm[..ng], &mut coarse);
+        for _ in 0..params.coarse_iters {
+            let LloydRun { inertia, reseeded } =
+                lloyd(backend, &sub, &mut coarse, 1, &mut rng, &mut evals)?;
+            summary
+                .coarse_inertia_per_row
+                .push(inertia[0] / sub.len() as f64);
+            emit(
+                "coarse",
+                sub.len(),
+                inertia[0],
+                reseeded,
+                evals,
+                planned,
+                &mut summary,
+                &mut history,
+            );
+        }
+        summary.stage_seconds.coarse = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (of_row, dist) = assign_all(backend, x, coarse.view(), b.max(65_536), &mut evals)?;
+        let mut rows = vec![Vec::new(); ng];
+        for &r in &perm {
+            rows[of_row[r as usize] as usize].push(r);
+        }
+        let total: f64 = dist.iter().map(|&v| v as f64).sum();
+        emit(
+            "groups",
+            n,
+            total,
+            0,
+            evals,
+            planned,
+            &mut summary,
+            &mut history,
+        );
+        summary.stage_seconds.groups = t.elapsed().as_secs_f64();
+        // Keep the coarse inertia per group for the split of the centres.
+        let mut sse = vec![0f64; ng];
+        for (&g, &v) in of_row.iter().zip(&dist) {
+            sse[g as usize] += v as f64;
+        }
+        let g = Groups {
+            coarse,
+            of_row,
+            rows,
+        };
+        (g, sse)
+    };
+    let sizes: Vec<usize> = groups.rows.iter().map(Vec::len).collect();
+    summary.group_rows_max = sizes.iter().copied().max().unwrap_or(0);
+    summary.group_rows_min = sizes.iter().copied().min().unwrap_or(0);
+    let beta = params.alloc_power;
+    let weights: Vec<f64> = (0..ng)
+        .map(|g| (sizes[g] as f64).powf(1.0 - beta) * sse[g].max(0.0).powf(beta))
+        .collect();
+    let alloc = allocate(k, &sizes, &weights);
+    let near = if ng > 1 {
+        neighbour_groups(backend, groups.coarse.view(), params.probe)?
+    } else {
+        vec![vec![0]]
+    };
+    // The exact plan, now that every group's rows and centres are known.
+    let refine_iters = if ng > 1 { params.refine_iters } else { 0 };
+    planned = evals
+        + (0..ng)
+            .map(|g| {
+                let cand: usize = near[g].iter().map(|&h| alloc[h as usize]).sum();
+                (sizes[g] * (alloc[g] * params.fine_iters + cand * refine_iters)) as u64
+            })
+            .sum::<u64>();
+
+    // 2. Fine level: each group's share of the centres, by Lloyd on its rows.
+    let t = Instant::now();
+    let mut centroids = Array2::<f32>::zeros((k, d));
+    let mut owner = vec![0u32; k];
+    let mut fine = vec![0f64; params.fine_iters];
+    let mut off = 0;
+    for (g, rows) in groups.rows.iter().enumerate() {
+        let kg = alloc[g];
+        if kg == 0 {
+            continue;
+        }
+        let sub = Subset::new(x, rows, b);
+        let mut c = Array2::<f32>::zeros((kg, d));
+        gather(x, &rows[..kg], &mut c);
+        let run = lloyd(
+            backend,
+            &sub,
+            &mut c,
+            params.fine_iters,
+            &mut rng,
+            &mut evals,
+        )?;
+        for (acc, v) in fine.iter_mut().zip(&run.inertia) {
+            *acc += v;
+        }
+        centroids.slice_mut(s![off..off + kg, ..]).assign(&c);
+        owner[off..off + kg].fill(g as u32);
+        off += kg;
+        emit(
+            "fine",
+            rows.len(),
+            run.inertia.last().copied().unwrap_or(f64::NAN),
+            run.reseeded,
+            evals,
+            planned,
+            &mut summary,
+            &mut history,
+        );
+    }
+    debug_assert_eq!(off, k);
+    summary.fine_inertia_per_row = fine.iter().map(|v| v / n as f64).collect();
+    summary.stage_seconds.fine = t.elapsed().as_secs_f64();
+
+    // 3. Refinement over all rows, each among its nearby groups' centres.
+    let t = Instant::now();
+    let deadline = params.max_seconds.map(Duration::from_secs_f64);
+    let mut r = Refiner {
+        groups: &groups,
+        near,
+        owner,
+        chunk: b,
+    };
+    for _ in 0..refine_iters {
+        if deadline.is_some_and(|t| t0.elapsed() >= t) {
+            summary.stopped_by_time = true;
+            break;
+        }
+        let p = r.pass(backend, x, &mut centroids, &mut rng, &mut evals)?;
+        summary.refine_inertia_per_row.push(p.inertia / n as f64);
+        emit(
+            "refine",
+            n,
+            p.inertia,
+            p.reseeded,
+            evals,
+            planned,
+            &mut summary,
+            &mut history,
+        );
+    }
+    summary.stage_seconds.refine = t.elapsed().as_secs_f64();
+
+    debug_assert!(centroids.iter().all(|v| v.is_finite()));
+    summary.distance_evaluations = evals;
+    summary.rows_assigned = evals / k as u64;
+    summary.passes = evals as f64 / (n as f64 * k as f64);
+    summary.fit_seconds = t0.elapsed().as_secs_f64();
+    Ok(FitResult {
+        centroids,
+        summary,
+        history,
+    })
+}
+
+/// `--compress auto|off|<K>` of `train`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Compress {
+    /// RVC's rule: above the threshold (200 000 rows), compress to 10 000 centres.
+    #[default]
+    Auto,
+    /// Index every row, however many.
+    Off,
+    /// Compress to this many centres whatever the number of rows.
+    Centres(usize),
+}
+
+impl Compress {
+    /// Centres to compress `n` rows to, or None to keep the rows.
+    pub fn centres(self, n: usize, above: usize) -> Option<usize> {
+        match self {
+            Compress::Auto => (n > above).then_some(RVC_CENTRES),
+            Compress::Off => None,
+            Compress::Centres(k) => Some(k),
+        }
+    }
+
+    /// Parse `auto`, `off` or a positive number.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Compress::Auto),
+            "off" => Ok(Compress::Off),
+            _ => match s.parse::<usize>() {
+                Ok(k) if k > 0 => Ok(Compress::Centres(k)),
+                _ => Err(format!(
+                    "expected `auto`, `off` or a positive number of centres, got {s:?}"
+                )),
+            },
+        }
+    }
+}
+
+/// `fit` with a progress bar over the distances to compute, showing the
+/// stage and its inertia per row.
+pub fn fit_with_progress(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    params: &CompressParams,
+    progress: &crate::progress::Progress,
+) -> Result<FitResult> {
+    let bar = progress.bar(planned_evaluations(x.nrows(), params), "compress");
+    let r = fit(backend, x, params, |s| {
+        bar.set_length(s.planned_evaluations);
+        bar.set_position(s.distance_evaluations);
+        bar.set_message(format!("{} inertia/row {:.4}", s.phase, s.inertia_per_row));
+        progress.verbose(&format!(
+            "step {} ({}, {:.2} s): {} rows, inertia/row {:.4}, {} re-seeded, {:.3e} distances",
+            s.step,
+            s.phase,
+            s.seconds,
+            s.rows,
+            s.inertia_per_row,
+            s.reseeded,
+            s.distance_evaluations as f64
+        ));
+    });
+    bar.finish_and_clear();
+    r
+}
+
+/// Sum over the rows of `x` of the squared distance to the nearest centre,
+/// assigned in chunks so that no large temporary is made.
+pub fn inertia(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    centroids: ArrayView2<f32>,
+    mut progress: impl FnMut(u64),
+) -> Result<f64> {
+    const CHUNK: usize = 65_536;
+    let mut total = 0f64;
+    let mut lo = 0;
+    while lo < x.nrows() {
+        let hi = (lo + CHUNK).min(x.nrows());
+        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, Metric::L2)?;
+        total += a.distances.iter().map(|&v| v.max(0.0) as f64).sum::<f64>();
+        progress((hi - lo) as u64);
+        lo = hi;
+    }
+    Ok(total)
+}
+
+/// How many centres are exact copies of an earlier one (happens only when the
+/// data has fewer distinct rows than K).
+pub fn duplicate_centres(c: ArrayView2<f32>) -> usize {
+    let mut rows: Vec<Vec<u32>> = c
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|v| v.to_bits()).collect())
+        .collect();
+    rows.sort_unstable();
+    rows.windows(2).filter(|w| w[0] == w[1]).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_counted() {
+        let c = ndarray::arr2(&[[1.0f32, 2.0], [0.0, 0.0], [1.0, 2.0], [1.0, 2.0]]);
+        assert_eq!(duplicate_centres(c.view()), 2);
+    }
+}
