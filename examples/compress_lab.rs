@@ -4,7 +4,7 @@
 //!   cargo run --release --example compress_lab -- X.npy K ROUNDS NAME:key=v,key=v ...
 //!
 //! Keys: groups, coarse_iters, coarse_sample, fine_iters, alloc_power,
-//! refine_iters, probe, seed, batch_size. For each run it prints one JSON
+//! refine_iters, neighbours, seed, batch_size. For each run it prints one JSON
 //! line: wall and CPU seconds of the fit (CPU: user + system of the whole
 //! process, from /proc/self/stat), the distances computed, the inertia per
 //! row of every stage, and the exact inertia per row (all rows, or the first
@@ -46,7 +46,7 @@ fn parse(spec: &str, k: usize) -> Result<(String, CompressParams)> {
             "coarse_sample" => p.coarse_sample = u()?,
             "fine_iters" => p.fine_iters = u()?,
             "refine_iters" => p.refine_iters = u()?,
-            "probe" => p.probe = u()?,
+            "neighbours" => p.neighbours = u()?,
             "seed" => p.seed = u()? as u64,
             "batch_size" => p.batch_size = u()?,
             "alloc_power" => p.alloc_power = v.parse().map_err(|_| bad())?,
@@ -80,7 +80,14 @@ fn main() -> Result<()> {
     for round in 0..rounds {
         for (name, p) in &cands {
             let (w, c) = (Instant::now(), cpu_seconds());
-            let r = minibatch::fit(&backend, x.view(), p, |_| {})?;
+            // CPU seconds per phase: each step is charged the time since the previous one.
+            let mut stage_cpu = std::collections::BTreeMap::<&str, f64>::new();
+            let mut last = c;
+            let r = minibatch::fit(&backend, x.view(), p, |s| {
+                let now = cpu_seconds();
+                *stage_cpu.entry(s.phase).or_default() += now - last;
+                last = now;
+            })?;
             let (wall, cpu) = (w.elapsed().as_secs_f64(), cpu_seconds() - c);
             let inertia = minibatch::inertia(&backend, eval.view(), r.centroids.view(), |_| {})?
                 / eval.nrows() as f64;
@@ -92,7 +99,7 @@ fn main() -> Result<()> {
                     "passes": s.passes, "inertia_per_row": inertia,
                     "coarse": s.coarse_inertia_per_row.last(),
                     "fine": s.fine_inertia_per_row, "refine": s.refine_inertia_per_row,
-                    "stage_seconds": s.stage_seconds, "reseeded": s.reseeded,
+                    "stage_seconds": s.stage_seconds, "stage_cpu_s": stage_cpu, "stage_evaluations": s.stage_evaluations, "reseeded": s.reseeded,
                     "group_rows": [s.group_rows_min, s.group_rows_max],
                     "backend": backend.info().name,
                 })

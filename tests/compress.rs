@@ -180,7 +180,7 @@ fn history_and_summary_are_consistent() {
     let p = small(k);
     let r = fit(&x, &p);
     let s = &r.summary;
-    assert_eq!(s.groups, 6, "round(√40)");
+    assert_eq!(s.groups, 13, "round(2·√40)");
     assert_eq!(s.steps, r.history.len());
     // Coarse iterations, the grouping pass, one Lloyd run per group, refinement.
     let phases: Vec<&str> = r.history.iter().map(|h| h.phase).collect();
@@ -197,10 +197,10 @@ fn history_and_summary_are_consistent() {
         .sum();
     assert_eq!(fine_rows, n, "every row in exactly one group");
     assert!(s.group_rows_min >= 1 && s.group_rows_max <= n);
-    // The coarse work is known in advance: the sample (256 rows per group)
-    // against 6 centres per iteration, then every row against them.
+    // The coarse work is known in advance: the sample (128 rows per group)
+    // against 13 centres per iteration, then every row against them.
     let coarse = r.history[p.coarse_iters].distance_evaluations;
-    assert_eq!(coarse, ((6 * 256) * 6 * p.coarse_iters + n * 6) as u64);
+    assert_eq!(coarse, ((13 * 128) * 13 * p.coarse_iters + n * 13) as u64);
     let last = r.history.last().unwrap();
     assert_eq!(last.distance_evaluations, s.distance_evaluations);
     assert_eq!(
@@ -226,8 +226,9 @@ fn history_and_summary_are_consistent() {
 }
 
 #[test]
-fn refinement_probing_every_group_is_exact_lloyd() {
-    // 36 centres in 6 groups; probe = 6 makes every row search all centres.
+fn refinement_listing_every_centre_is_exact_lloyd() {
+    // 36 centres in 12 groups; 35 neighbours per centre make every row
+    // search all centres.
     let x = mixture(4000, 12, 40, 21);
     let k = 36;
     let before = fit(
@@ -242,11 +243,11 @@ fn refinement_probing_every_group_is_exact_lloyd() {
         &x,
         &CompressParams {
             refine_iters: iters,
-            probe: 6,
+            neighbours: k - 1,
             ..small(k)
         },
     );
-    assert_eq!(after.summary.groups, 6);
+    assert_eq!(after.summary.groups, 12);
     assert_eq!(
         after.summary.reseeded, before.summary.reseeded,
         "no centre emptied in the refinement"
@@ -487,8 +488,8 @@ fn compress_cli_bad_input_is_one_line_and_writes_nothing() {
             "alloc-power",
         ),
         (
-            vec![good.to_str().unwrap(), "-k", "10", "--probe", "0"],
-            "probe",
+            vec![good.to_str().unwrap(), "-k", "10", "--groups", "0"],
+            "groups",
         ),
         (
             vec![good.to_str().unwrap(), "-k", "10", "--batch-size", "0"],

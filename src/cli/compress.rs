@@ -2,29 +2,35 @@ use std::path::PathBuf;
 
 use super::CommonArgs;
 use crate::io::features;
-use crate::train::minibatch::{self, CompressParams, FitSummary, RVC_CENTRES};
+use crate::train::minibatch::{self, CompressParams, FitSummary, RVC_CENTRES, defaults};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Example:\n  rvc-index compress logs/bigvoice/3_feature768 -k 10000 -o centres.npy\n\n\
-What it does (fixed work, no early stop, so the same seed gives the same centres on the same device):\n\
-  1. seeding: K random rows, refined by --init-iters exact Lloyd iterations on a pool of \
---init-pool x K rows. On RVC-like features (heavy-tailed, Zipf-weighted clusters), k-means++ \
-(D^2) seeding scored worse than random rows (it spends centres on outliers); a few Lloyd steps \
-on 32 rows per centre score clearly better.\n\
-  2. --epochs mini-batch passes over all rows in batches of --batch-size: each centre becomes \
-the running mean of the rows it has taken (learning rate 1/count), the pool's counts weighted \
-by 1/2. Large batches keep the distance computation one big GEMM and measured better than small ones.\n\
-  3. a centre that no row reaches is re-seeded at a row drawn with probability proportional \
-to its squared distance, as k-means++ places a centre.\n\
-The default costs about two full assignment passes over the data at RVC's sizes (more passes below 500000 rows, where they are cheap). The progress bar shows the \
-smoothed batch inertia (mean squared distance to the nearest centre); the final inertia over \
-all rows is one more pass (skip it with --no-eval).\n\
-Measured on the benchmark's synthetic 1M x 256 set to 10000 centres: 218.5 per row, against \
-214.5 for faiss k-means (10 iterations, all rows: 5x the work) and 224.0 to 296.3 for \
-scikit-learn's MiniBatchKMeans as RVC runs it (seeds 0-2); figures from the numpy/faiss \
-mirror of this algorithm in benches/compare_mbk.py."
+What it does: a two-level k-means with a fixed, seeded schedule (no early stop, so the same \
+seed gives the same centres on the same device, whatever the thread count). One \"pass\" below \
+is N x K distances, the cost of one flat k-means iteration (faiss's 10-iteration k-means on all \
+rows: 10 passes).\n\
+  1. coarse level: G = --groups (default 2 x sqrt(K), 200 for K = 10000) centres, \
+--coarse-iters Lloyd iterations on a sample of 128 x G rows, then every row to its nearest \
+group. Cost: 128 x G^2 per iteration + N x G distances.\n\
+  2. fine level: the K centres are split among the groups in proportion to \
+rows^(1-b) x inertia^b (b = --alloc-power, default 1: a group's inertia to its coarse centre); \
+each group runs --fine-iters Lloyd iterations on its own rows from random rows of its own. \
+Cost: about N x K/G per iteration.\n\
+  3. refinement: --refine-iters Lloyd iterations over all rows, the rows of a group compared \
+with the centres they use and with each such centre's --neighbours nearest centres. Cost: one \
+K x K neighbour search, then about N x 3K/G per iteration on structured data (more where the \
+data has no structure). A row's centre stays among its candidates, so the inertia never rises.\n\
+A centre left empty is re-seeded at a row drawn with probability proportional to its squared \
+distance, as k-means++ places a centre. With the defaults at K = 10000 the fit costs about 0.2 \
+passes (--json: fit.passes, fit.stage_evaluations). The progress bar counts distances and shows \
+each stage's inertia (mean squared distance to the nearest centre); --json reports the inertia \
+of every coarse, fine and refinement iteration and, unless --no-eval, the exact final inertia \
+over all rows (one more pass).\n\
+Measured on the synthetic RVC-like 210000 x 256 set to 10000 centres (2 shared vCPUs, CPU \
+backend): see README \"compress\" for the figures against faiss.Kmeans and scikit-learn."
 )]
 pub struct CompressArgs {
     /// A .npy file, or a folder of .npy files (read in sorted name order, as RVC does).
@@ -35,33 +41,33 @@ pub struct CompressArgs {
     /// Output .npy file (K × D float32), written atomically.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Seed of the permutation, the seeding and the re-seeding.
+    /// Seed of the permutation, the initial centres and the re-seeding.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Rows per backend call where rows are streamed.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     pub batch_size: usize,
-    /// Coarse groups (default: round(sqrt(K)), 100 for K = 10000).
+    /// Coarse groups (default: round(2·sqrt(K)), 200 for K = 10000).
     #[arg(long)]
     pub groups: Option<usize>,
-    /// Lloyd iterations of the coarse level, on a sample of 256 rows per group.
-    #[arg(long, default_value_t = 10)]
+    /// Lloyd iterations of the coarse level, on a sample of 128 rows per group.
+    #[arg(long, default_value_t = defaults::COARSE_ITERS)]
     pub coarse_iters: usize,
     /// Lloyd iterations of each group's share of the centres on its rows.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::FINE_ITERS)]
     pub fine_iters: usize,
-    /// Split of the centres among groups in proportion to rows^(1-b)·inertia^b.
-    #[arg(long, default_value_t = 0.5)]
+    /// b of the split of the centres among groups: rows^(1-b)·inertia^b (0 to 1).
+    #[arg(long, default_value_t = defaults::ALLOC_POWER)]
     pub alloc_power: f64,
-    /// Refinement iterations over all rows, each row among the centres of
-    /// nearby groups.
-    #[arg(long, default_value_t = 4)]
+    /// Refinement iterations over all rows.
+    #[arg(long, default_value_t = defaults::REFINE_ITERS)]
     pub refine_iters: usize,
-    /// Groups searched per row in the refinement (its own and the nearest others).
-    #[arg(long, default_value_t = 4)]
-    pub probe: usize,
-    /// Time budget for the fit in seconds: the mini-batch passes stop when it
-    /// is spent (the result then depends on the machine's speed).
+    /// Nearest centres listed per centre: the refinement compares a row with
+    /// the centres its group's rows use and their neighbours.
+    #[arg(long, default_value_t = defaults::NEIGHBOURS)]
+    pub neighbours: usize,
+    /// Time budget for the fit in seconds: refinement iterations that would
+    /// start later are skipped (the result then depends on the machine's speed).
     #[arg(long)]
     pub max_seconds: Option<f64>,
     /// Skip the final pass that measures the inertia over all rows.
@@ -72,6 +78,18 @@ pub struct CompressArgs {
 }
 
 #[derive(serde::Serialize)]
+struct StageInertia {
+    /// On the coarse sample, to G centres.
+    coarse: Option<f64>,
+    /// All rows, each to its own group's centres.
+    fine: Option<f64>,
+    /// All rows, each to the best of its candidates (before the last update).
+    refine: Option<f64>,
+    /// All rows, exact nearest centre (absent with --no-eval).
+    final_exact: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
 struct Summary {
     input: PathBuf,
     output: PathBuf,
@@ -79,9 +97,13 @@ struct Summary {
     load_seconds: f64,
     backend: crate::compute::BackendInfo,
     fit: FitSummary,
-    /// Assignment work of the fit (2·rows assigned·K·D flops) per second of
-    /// fitting time: what the backend sustained, set-up and updates included.
+    /// Distance work of the fit (2·D flops per row–centre distance) per
+    /// second of fitting time: what the backend sustained, gathers, updates
+    /// and small calls included.
     assign_gflop_per_s: f64,
+    /// Inertia per row of each stage's last iteration and the exact final
+    /// one: the figures `fit.*_inertia_per_row` list in full.
+    stage_inertia_per_row: StageInertia,
     /// Σ over all rows of the squared distance to the nearest centre.
     inertia: Option<f64>,
     inertia_per_row: Option<f64>,
@@ -122,9 +144,6 @@ pub fn run(a: &CompressArgs) -> Result<()> {
             a.alloc_power
         )));
     }
-    if a.probe == 0 {
-        return Err(Error::Invalid("--probe must be at least 1".into()));
-    }
     if a.groups == Some(0) {
         return Err(Error::Invalid("--groups must be at least 1".into()));
     }
@@ -157,7 +176,7 @@ pub fn run(a: &CompressArgs) -> Result<()> {
         fine_iters: a.fine_iters,
         alloc_power: a.alloc_power,
         refine_iters: a.refine_iters,
-        probe: a.probe,
+        neighbours: a.neighbours,
         max_seconds: a.max_seconds,
         ..CompressParams::new(a.k)
     };
@@ -188,7 +207,7 @@ pub fn run(a: &CompressArgs) -> Result<()> {
         (Some(v), Some(t.elapsed().as_secs_f64()))
     };
     progress.info(&format!(
-        "wrote {} ({} × {}): fit {:.2} s, {:.2} passes, {} re-seeded{}",
+        "wrote {} ({} × {}): fit {:.2} s, {:.3} passes, {} re-seeded{}",
         a.output.display(),
         a.k,
         x.ncols(),
@@ -207,12 +226,15 @@ pub fn run(a: &CompressArgs) -> Result<()> {
             files: files.len(),
             load_seconds,
             backend: backend.info(),
-            assign_gflop_per_s: 2.0
-                * r.summary.rows_assigned as f64
-                * a.k as f64
-                * x.ncols() as f64
+            assign_gflop_per_s: 2.0 * r.summary.distance_evaluations as f64 * x.ncols() as f64
                 / r.summary.fit_seconds.max(1e-9)
                 / 1e9,
+            stage_inertia_per_row: StageInertia {
+                coarse: r.summary.coarse_inertia_per_row.last().copied(),
+                fine: r.summary.fine_inertia_per_row.last().copied(),
+                refine: r.summary.refine_inertia_per_row.last().copied(),
+                final_exact: inertia.map(|v| v / n as f64),
+            },
             fit: r.summary,
             inertia,
             inertia_per_row: inertia.map(|v| v / n as f64),

@@ -170,12 +170,15 @@ pub(super) fn update(centroids: &mut Array2<f32>, sums: &[f64], counts: &[u64]) 
 pub(super) struct LloydRun {
     /// Σ squared distance over the subset's rows at each iteration, before its update.
     pub inertia: Vec<f64>,
+    /// Each row's centre in the last assignment (the one the final means
+    /// were taken over).
+    pub labels: Vec<u32>,
     pub reseeded: usize,
 }
 
-/// `iters` exact Lloyd iterations of `centroids` on `rows`. Empty centres
-/// are re-seeded at rows drawn ∝ distance². `evals` counts row–centre
-/// distances computed.
+/// `iters` exact Lloyd iterations of `centroids` on `rows` (with 0, one
+/// assignment and no update). Empty centres are re-seeded at rows drawn ∝
+/// distance². `evals` counts row–centre distances computed.
 pub(super) fn lloyd(
     backend: &dyn Backend,
     rows: &Subset,
@@ -188,15 +191,23 @@ pub(super) fn lloyd(
     let n = rows.len();
     let mut out = LloydRun {
         inertia: Vec::with_capacity(iters),
+        labels: vec![0; n],
         reseeded: 0,
     };
     let mut buf = Array2::<f32>::zeros((0, d));
     let mut dist = vec![0f32; n];
-    for _ in 0..iters {
+    for _ in 0..iters.max(1) {
         let mut sums = vec![0f64; k * d];
         let mut counts = vec![0u64; k];
         rows.for_each_chunk(&mut buf, |lo, xb| {
             let a = backend.assign(xb, centroids.view(), Metric::L2)?;
+            out.labels[lo..lo + xb.nrows()].copy_from_slice(&a.labels);
+            for (o, &v) in dist[lo..lo + xb.nrows()].iter_mut().zip(&a.distances) {
+                *o = v.max(0.0);
+            }
+            if iters == 0 {
+                return Ok(());
+            }
             let (bs, bc) = backend.centroid_sums(xb, &a.labels, k)?;
             for (acc, &v) in sums.iter_mut().zip(bs.iter()) {
                 *acc += v as f64;
@@ -204,12 +215,12 @@ pub(super) fn lloyd(
             for (acc, &c) in counts.iter_mut().zip(&bc) {
                 *acc += c;
             }
-            for (o, &v) in dist[lo..lo + xb.nrows()].iter_mut().zip(&a.distances) {
-                *o = v.max(0.0);
-            }
             Ok(())
         })?;
         *evals += (n * k) as u64;
+        if iters == 0 {
+            break;
+        }
         out.inertia.push(dist.iter().map(|&v| v as f64).sum());
         let dead = update(centroids, &sums, &counts);
         if !dead.is_empty() {
