@@ -40,7 +40,12 @@
 //! second copy of the matrix.
 
 mod lloyd;
+mod measure;
 mod refine;
+mod rule;
+
+pub use measure::{duplicate_centres, find_non_finite, inertia};
+pub use rule::Compress;
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +56,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::compute::Backend;
-use crate::{Error, Metric, Result};
+use crate::{Error, Result};
 use lloyd::{LloydRun, Subset, allocate, assign_all, gather, lloyd};
 use refine::{Groups, Refiner};
 
@@ -193,14 +198,6 @@ pub struct FitResult {
     pub summary: FitSummary,
     /// Every step, in order, for inertia-versus-time curves.
     pub history: Vec<StepStats>,
-}
-
-/// First row and column holding NaN or an infinity.
-pub fn find_non_finite(x: ArrayView2<f32>) -> Option<(usize, usize)> {
-    x.rows()
-        .into_iter()
-        .enumerate()
-        .find_map(|(i, r)| r.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
 }
 
 /// About 3 groups' worth of centres per row in the refinement: what the
@@ -531,43 +528,6 @@ pub fn fit(
     })
 }
 
-/// `--compress auto|off|<K>` of `train`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Compress {
-    /// RVC's rule: above the threshold (200 000 rows), compress to 10 000 centres.
-    #[default]
-    Auto,
-    /// Index every row, however many.
-    Off,
-    /// Compress to this many centres whatever the number of rows.
-    Centres(usize),
-}
-
-impl Compress {
-    /// Centres to compress `n` rows to, or None to keep the rows.
-    pub fn centres(self, n: usize, above: usize) -> Option<usize> {
-        match self {
-            Compress::Auto => (n > above).then_some(RVC_CENTRES),
-            Compress::Off => None,
-            Compress::Centres(k) => Some(k),
-        }
-    }
-
-    /// Parse `auto`, `off` or a positive number.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(Compress::Auto),
-            "off" => Ok(Compress::Off),
-            _ => match s.parse::<usize>() {
-                Ok(k) if k > 0 => Ok(Compress::Centres(k)),
-                _ => Err(format!(
-                    "expected `auto`, `off` or a positive number of centres, got {s:?}"
-                )),
-            },
-        }
-    }
-}
-
 /// `fit` with a progress bar over the distances to compute, showing the
 /// stage and its inertia per row.
 pub fn fit_with_progress(
@@ -594,48 +554,4 @@ pub fn fit_with_progress(
     });
     bar.finish_and_clear();
     r
-}
-
-/// Sum over the rows of `x` of the squared distance to the nearest centre,
-/// assigned in chunks so that no large temporary is made.
-pub fn inertia(
-    backend: &dyn Backend,
-    x: ArrayView2<f32>,
-    centroids: ArrayView2<f32>,
-    mut progress: impl FnMut(u64),
-) -> Result<f64> {
-    const CHUNK: usize = 65_536;
-    let mut total = 0f64;
-    let mut lo = 0;
-    while lo < x.nrows() {
-        let hi = (lo + CHUNK).min(x.nrows());
-        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, Metric::L2)?;
-        total += a.distances.iter().map(|&v| v.max(0.0) as f64).sum::<f64>();
-        progress((hi - lo) as u64);
-        lo = hi;
-    }
-    Ok(total)
-}
-
-/// How many centres are exact copies of an earlier one (happens only when the
-/// data has fewer distinct rows than K).
-pub fn duplicate_centres(c: ArrayView2<f32>) -> usize {
-    let mut rows: Vec<Vec<u32>> = c
-        .rows()
-        .into_iter()
-        .map(|r| r.iter().map(|v| v.to_bits()).collect())
-        .collect();
-    rows.sort_unstable();
-    rows.windows(2).filter(|w| w[0] == w[1]).count()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn duplicates_are_counted() {
-        let c = ndarray::arr2(&[[1.0f32, 2.0], [0.0, 0.0], [1.0, 2.0], [1.0, 2.0]]);
-        assert_eq!(duplicate_centres(c.view()), 2);
-    }
 }
