@@ -4,7 +4,7 @@
 //!   cargo run --release --example compress_lab -- X.npy K ROUNDS NAME:key=v,key=v ...
 //!
 //! Keys: groups, coarse_iters, coarse_sample, fine_iters, alloc_power,
-//! refine_iters, neighbours, seed, batch_size. For each run it prints one JSON
+//! refine_iters, neighbours, rescue, seed, batch_size. For each run it prints one JSON
 //! line: wall and CPU seconds of the fit (CPU: user + system of the whole
 //! process, from /proc/self/stat), the distances computed, the inertia per
 //! row of every stage, and the exact inertia per row (all rows, or the first
@@ -49,6 +49,7 @@ fn parse(spec: &str, k: usize) -> Result<(String, CompressParams)> {
             "neighbours" => p.neighbours = u()?,
             "seed" => p.seed = u()? as u64,
             "batch_size" => p.batch_size = u()?,
+            "rescue" => p.rescue = v.parse().map_err(|_| bad())?,
             "alloc_power" => p.alloc_power = v.parse().map_err(|_| bad())?,
             _ => return Err(bad()),
         }

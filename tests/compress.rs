@@ -492,6 +492,10 @@ fn compress_cli_bad_input_is_one_line_and_writes_nothing() {
             "groups",
         ),
         (
+            vec![good.to_str().unwrap(), "-k", "10", "--rescue", "1.5"],
+            "rescue",
+        ),
+        (
             vec![good.to_str().unwrap(), "-k", "10", "--batch-size", "0"],
             "batch",
         ),

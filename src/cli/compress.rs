@@ -19,10 +19,13 @@ group. Cost: 128 x G^2 per iteration + N x G distances.\n\
 rows^(1-b) x inertia^b (b = --alloc-power, default 1: a group's inertia to its coarse centre); \
 each group runs --fine-iters Lloyd iterations on its own rows from random rows of its own. \
 Cost: about N x K/G per iteration.\n\
-  3. refinement: --refine-iters Lloyd iterations over all rows, the rows of a group compared \
-with the centres they use and with each such centre's --neighbours nearest centres. Cost: one \
-K x K neighbour search, then about N x 3K/G per iteration on structured data (more where the \
-data has no structure). A row's centre stays among its candidates, so the inertia never rises.\n\
+  3. refinement: first the --rescue share of rows (default 2 %) farthest from their centre is \
+searched among all centres (rows of a cluster that the coarse partition cut off from the rest \
+of it). Then --refine-iters Lloyd iterations over all rows, the rows of a group (the group \
+owning a row's centre) compared with the centres they use and with each such centre's \
+--neighbours nearest centres. Cost: rescue x N x K, one K x K neighbour search, then about \
+N x 3K/G per iteration on structured data (more where the data has no structure). A row's \
+centre stays among its candidates, so the inertia never rises.\n\
 A centre left empty is re-seeded at a row drawn with probability proportional to its squared \
 distance, as k-means++ places a centre. With the defaults at K = 10000 the fit cost 0.17 to 0.30 \
 passes on the benchmark's data sets of 210000 to 1000000 rows (--json: fit.passes, \
@@ -68,6 +71,10 @@ pub struct CompressArgs {
     /// the centres its group's rows use and their neighbours.
     #[arg(long, default_value_t = defaults::NEIGHBOURS)]
     pub neighbours: usize,
+    /// Share of rows, the farthest from their centre, searched among all
+    /// centres before the refinement (0 to 1).
+    #[arg(long, default_value_t = defaults::RESCUE)]
+    pub rescue: f64,
     /// Time budget for the fit in seconds: refinement iterations that would
     /// start later are skipped (the result then depends on the machine's speed).
     #[arg(long)]
@@ -146,6 +153,12 @@ pub fn run(a: &CompressArgs) -> Result<()> {
             a.alloc_power
         )));
     }
+    if !(a.rescue.is_finite() && (0.0..=1.0).contains(&a.rescue)) {
+        return Err(Error::Invalid(format!(
+            "--rescue must be between 0 and 1, got {}",
+            a.rescue
+        )));
+    }
     if a.groups == Some(0) {
         return Err(Error::Invalid("--groups must be at least 1".into()));
     }
@@ -179,6 +192,7 @@ pub fn run(a: &CompressArgs) -> Result<()> {
         alloc_power: a.alloc_power,
         refine_iters: a.refine_iters,
         neighbours: a.neighbours,
+        rescue: a.rescue,
         max_seconds: a.max_seconds,
         ..CompressParams::new(a.k)
     };

@@ -19,12 +19,16 @@
 //!    group, at most its rows). Each group runs `fine_iters` Lloyd iterations
 //!    on its own rows from random rows of its own (≈ N·K/G distances per
 //!    iteration, groups in parallel).
-//! 3. **Refinement.** `refine_iters` Lloyd iterations over all rows in which
-//!    the rows of a group are compared with the centres they use and each
-//!    such centre's `neighbours` nearest centres (one K×K neighbour search,
-//!    then ≈ N·3K/G distances per iteration on structured data; more on data
-//!    without structure, where it matters). A row's centre is always among
-//!    its candidates, so no iteration raises the inertia.
+//! 3. **Refinement.** First the `rescue` share of rows farthest from their
+//!    centre (2 %) is searched among all centres: a cluster the coarse
+//!    partition cut leaves a few rows on a far centre of the wrong group.
+//!    Then `refine_iters` Lloyd iterations over all rows, in which the rows
+//!    of a group (the group owning a row's centre: rows move with their
+//!    centre) are compared with the centres they use and each such centre's
+//!    `neighbours` nearest centres (one K×K neighbour search, then ≈ N·3K/G
+//!    distances per iteration on structured data; more on data without
+//!    structure, where it matters). A row's centre is always among its
+//!    candidates, so no iteration raises the inertia.
 //!
 //! On the benchmark's RVC-like data (heavy-tailed, Zipf-weighted clusters)
 //! this lands at or below faiss's 10-iteration k-means on all rows, for a
@@ -58,7 +62,7 @@ use rayon::prelude::*;
 use crate::compute::Backend;
 use crate::{Error, Result};
 use lloyd::{LloydRun, Subset, allocate, assign_all, gather, lloyd};
-use refine::{Groups, Refiner};
+use refine::Refiner;
 
 /// Centres RVC keeps when it compresses a big feature set.
 pub const RVC_CENTRES: usize = 10_000;
@@ -74,6 +78,8 @@ pub mod defaults {
     pub const ALLOC_POWER: f64 = 1.0;
     pub const REFINE_ITERS: usize = 4;
     pub const NEIGHBOURS: usize = 16;
+    /// Share of rows searched among all centres before the refinement.
+    pub const RESCUE: f64 = 0.02;
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -96,6 +102,9 @@ pub struct CompressParams {
     /// Nearest centres listed per centre: a row in the refinement is
     /// compared with the centres its group's rows use and their neighbours.
     pub neighbours: usize,
+    /// Share of rows, the farthest from their centre after the fine level,
+    /// searched among all centres before the refinement.
+    pub rescue: f64,
     /// Skip the refinement iterations left once this much time has passed
     /// since the start (breaks exact repeatability; off by default).
     pub max_seconds: Option<f64>,
@@ -117,6 +126,7 @@ impl CompressParams {
             alloc_power: defaults::ALLOC_POWER,
             refine_iters: defaults::REFINE_ITERS,
             neighbours: defaults::NEIGHBOURS,
+            rescue: defaults::RESCUE,
             max_seconds: None,
         }
     }
@@ -218,15 +228,16 @@ pub fn planned_evaluations(n: usize, p: &CompressParams) -> u64 {
         0.0
     };
     let fine = n as f64 * per_group * p.fine_iters.max(1) as f64;
-    (coarse + fine + refine_guess(n, k, per_group, p.refine_iters)) as u64
+    (coarse + fine + refine_guess(n, k, per_group, p)) as u64
 }
 
-fn refine_guess(n: usize, k: usize, per_group: f64, iters: usize) -> f64 {
-    if iters == 0 {
+fn refine_guess(n: usize, k: usize, per_group: f64, p: &CompressParams) -> f64 {
+    if p.refine_iters == 0 || per_group >= k as f64 {
         return 0.0;
     }
     let cand = (per_group * REFINE_GROUPS_GUESS).min(k as f64);
-    (k * k) as f64 + n as f64 * cand * iters as f64
+    let rescue = (n as f64 * p.rescue).round() * k as f64;
+    (k * k) as f64 + rescue + n as f64 * cand * p.refine_iters as f64
 }
 
 fn validate(x: ArrayView2<f32>, p: &CompressParams) -> Result<()> {
@@ -253,6 +264,12 @@ fn validate(x: ArrayView2<f32>, p: &CompressParams) -> Result<()> {
     }
     if p.batch_size == 0 {
         return Err(Error::Invalid("the batch size must be at least 1".into()));
+    }
+    if !(p.rescue.is_finite() && (0.0..=1.0).contains(&p.rescue)) {
+        return Err(Error::Invalid(format!(
+            "the rescued share of rows must be between 0 and 1, got {}",
+            p.rescue
+        )));
     }
     if !(p.alloc_power.is_finite() && (0.0..=1.0).contains(&p.alloc_power)) {
         return Err(Error::Invalid(format!(
@@ -349,12 +366,9 @@ pub fn fit(
 
     // 1. Coarse level: train on a sample, then put every row in its group.
     let (t, e0) = (Instant::now(), evals);
+    // Rows of each group in the permutation's order, and each group's inertia.
     let (groups, sse) = if ng == 1 {
-        let g = Groups {
-            of_row: vec![0; n],
-            rows: vec![perm.clone()],
-        };
-        (g, vec![1.0])
+        (vec![perm.clone()], vec![1.0])
     } else {
         let sample = &perm[..n.min(ng.saturating_mul(params.coarse_sample)).max(ng)];
         let sub = Subset::new(x, sample, b);
@@ -380,7 +394,6 @@ pub fn fit(
         }
         summary.stage_seconds.coarse = t.elapsed().as_secs_f64();
         summary.stage_evaluations.coarse = evals - e0;
-        summary.stage_evaluations.coarse = evals - e0;
         let (t, e0) = (Instant::now(), evals);
         let (of_row, dist) = assign_all(backend, x, coarse.view(), b.max(65_536), &mut evals)?;
         let mut rows = vec![Vec::new(); ng];
@@ -400,15 +413,14 @@ pub fn fit(
         );
         summary.stage_seconds.groups = t.elapsed().as_secs_f64();
         summary.stage_evaluations.groups = evals - e0;
-        summary.stage_evaluations.groups = evals - e0;
         // Keep the coarse inertia per group for the split of the centres.
         let mut sse = vec![0f64; ng];
         for (&g, &v) in of_row.iter().zip(&dist) {
             sse[g as usize] += v as f64;
         }
-        (Groups { of_row, rows }, sse)
+        (rows, sse)
     };
-    let sizes: Vec<usize> = groups.rows.iter().map(Vec::len).collect();
+    let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
     summary.group_rows_max = sizes.iter().copied().max().unwrap_or(0);
     summary.group_rows_min = sizes.iter().copied().min().unwrap_or(0);
     let beta = params.alloc_power;
@@ -420,7 +432,7 @@ pub fn fit(
     let fine_work: u64 = (0..ng)
         .map(|g| (sizes[g] * alloc[g] * params.fine_iters.max(1)) as u64)
         .sum();
-    planned = evals + fine_work + refine_guess(n, k, k as f64 / ng as f64, refine_iters) as u64;
+    planned = evals + fine_work + refine_guess(n, k, k as f64 / ng as f64, params) as u64;
 
     // 2. Fine level: each group's share of the centres, by Lloyd on its rows,
     // several groups at once (each with its own random stream).
@@ -446,7 +458,7 @@ pub fn fit(
         let runs: Vec<Option<(Array2<f32>, LloydRun, u64)>> = (lo..hi)
             .into_par_iter()
             .map(|g| {
-                let (rows, kg) = (&groups.rows[g], alloc[g]);
+                let (rows, kg) = (&groups[g], alloc[g]);
                 if kg == 0 {
                     return Ok(None);
                 }
@@ -462,7 +474,7 @@ pub fn fit(
             .collect::<Result<_>>()?;
         for (g, run) in (lo..hi).zip(runs) {
             let Some((c, run, ev)) = run else { continue };
-            let (rows, off) = (&groups.rows[g], offsets[g]);
+            let (rows, off) = (&groups[g], offsets[g]);
             evals += ev;
             for (acc, v) in fine.iter_mut().zip(&run.inertia) {
                 *acc += v;
@@ -490,7 +502,13 @@ pub fn fit(
     // 3. Refinement over all rows, each among its nearby groups' centres.
     let (t, e0) = (Instant::now(), evals);
     let deadline = params.max_seconds.map(Duration::from_secs_f64);
-    let mut r = Refiner::new(&groups, labels, params.neighbours, b, parallel);
+    drop(groups);
+    let mut owner = vec![0u32; k];
+    for g in 0..ng {
+        owner[offsets[g]..offsets[g + 1]].fill(g as u32);
+    }
+    let mut r = Refiner::new(ng, labels, owner, params.neighbours, b, parallel);
+    r.rescue = params.rescue;
     for _ in 0..refine_iters {
         if deadline.is_some_and(|t| t0.elapsed() >= t) {
             summary.stopped_by_time = true;
