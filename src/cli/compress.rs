@@ -27,13 +27,13 @@ owning a row's centre) compared with the centres they use and with each such cen
 N x 3K/G per iteration on structured data (more where the data has no structure). A row's \
 centre stays among its candidates, so the inertia never rises.\n\
 A centre left empty is re-seeded at a row drawn with probability proportional to its squared \
-distance, as k-means++ places a centre. With the defaults at K = 10000 the fit cost 0.17 to 0.30 \
+distance, as k-means++ places a centre. With the defaults at K = 10000 the fit cost 0.16 to 0.30 \
 passes on the benchmark's data sets of 210000 to 1000000 rows (--json: fit.passes, \
 fit.stage_evaluations). The progress bar counts distances and shows \
 each stage's inertia (mean squared distance to the nearest centre); --json reports the inertia \
 of every coarse, fine and refinement iteration and, unless --no-eval, the exact final inertia \
 over all rows (one more pass).\n\
-On the benchmark's synthetic RVC-like 210000 x 256 set to 10000 centres it reached 198.9 per \
+On the benchmark's synthetic RVC-like 210000 x 256 set to 10000 centres it reached 198.2 per \
 row, against 198.9 for faiss.Kmeans (10 iterations, all rows) and 211.2 to 281.6 for \
 scikit-learn's MiniBatchKMeans as RVC calls it (seeds 0-2); README \"compress\" has the rest."
 )]

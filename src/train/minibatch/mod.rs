@@ -7,8 +7,8 @@
 //! batch inertia) stops on noise: on the same data it ends after 12 steps
 //! with centres barely moved from random rows, or runs for a minute. A flat
 //! k-means iteration costs N·K distances (one "pass"). This fit is a
-//! two-level k-means with a fixed, seeded schedule whose work grows with
-//! N·√K, about 0.2 passes in all at RVC's sizes:
+//! two-level k-means with a fixed, seeded schedule whose levels cost about
+//! N·√K distances each, 0.16–0.30 passes in all at RVC's sizes:
 //!
 //! 1. **Coarse level.** G = 2·√K groups (200 for K = 10 000): Lloyd
 //!    (`coarse_iters`) on a seeded sample of `coarse_sample`·G rows from G
