@@ -547,3 +547,20 @@ fn gpu_backend_fits_the_same_centres_as_the_cpu() {
         .count();
     assert!(same >= 108, "{same} of 120 centres agree");
 }
+
+#[test]
+fn a_spent_time_budget_skips_the_refinement() {
+    let x = mixture(3000, 8, 20, 41);
+    let p = CompressParams {
+        max_seconds: Some(0.0),
+        ..small(30)
+    };
+    let r = fit(&x, &p);
+    assert!(r.summary.stopped_by_time);
+    assert!(r.summary.refine_inertia_per_row.is_empty());
+    assert!(r.history.iter().all(|h| h.phase != "refine"));
+    // The fine level's centres are still a valid result.
+    assert_eq!(r.centroids.dim(), (30, 8));
+    assert!(r.centroids.iter().all(|v| v.is_finite()));
+    assert!(!fit(&x, &small(30)).summary.stopped_by_time);
+}
