@@ -5,12 +5,10 @@ with the inertia-versus-time curve of each and the final inertia over all
 rows measured the same way for every method (exact faiss search).
 
 Methods (--methods, comma-separated):
-  ours     the rvc-index binary: `compress --json` (CPU backend by default);
-           its curve is the inertia per row of every mini-batch step, scored
-           before the batch moves the centres (smoothed over ~8 batches).
-  mirror   the same algorithm in numpy with faiss doing the assignment GEMM
-           (what `ours` costs once the CPU backend's assignment runs at GEMM
-           speed); its curve is the same per-step measure.
+  ours     the rvc-index binary: `compress --json` (CPU backend by default),
+           the two-level k-means; its curve is the inertia per row of the
+           fine level (all rows, each to its group's centres) and of every
+           refinement iteration (all rows, before the iteration's update).
   sklearn  MiniBatchKMeans(K, init="random", batch_size=256*n_cpu,
            compute_labels=False), seeds from --sklearn-seeds; its curve is the
            ewa batch inertia sklearn prints, at step times interpolated
@@ -18,12 +16,19 @@ Methods (--methods, comma-separated):
   faiss    faiss.Kmeans(d, K, niter=10, seed=1234) on all rows (no
            subsampling); its curve is the objective of each iteration.
 
+Goals (printed per data set and stored under "goals" when ours, sklearn and
+faiss all ran): ours' fit time <= 0.5 x sklearn's median fit time, ours'
+inertia <= 0.97 x sklearn's best seed and <= 1.03 x faiss's.
+
 Data (--data):
   rvc      the synthetic RVC-like mixture of benches/rvc_synthetic.py (the
            baseline harness's generator and seed).
   blobs    isotropic Gaussian blobs of equal size and spread (a different
            structure: no hierarchy, no heavy tails, no Zipf weights).
-  PATH     a .npy file.
+  PATH     a .npy file (ours reads it in place).
+
+--sizes NxD[,NxD...] runs the whole comparison once per size (synthetic data
+only) and writes one JSON holding every set.
 
 For faiss at its best the script re-runs itself with OPENBLAS_CORETYPE=SkylakeX
 where the CPU has AVX-512 (benchlib.ensure_faiss_env); the variable is removed
@@ -31,7 +36,9 @@ from the environment of the rvc-index child process.
 
 Example:
   python3 benches/compare_mbk.py --n 1000000 --d 256 \
-      --k 10000 --methods mirror,sklearn,faiss --json /tmp/mbk_1m.json --png /tmp/mbk_1m.png
+      --k 10000 --json /tmp/mbk_1m.json --png /tmp/mbk_1m.png
+  python3 benches/compare_mbk.py \
+      --sizes 210000x768,210000x256,1000000x256,1000000x768 --json /tmp/mbk_all.json
 """
 
 import argparse
@@ -79,91 +86,8 @@ def inertia(x, c, chunk=262144):
     return tot
 
 
-# --------------------------------------------------------------------------
-# the algorithm of src/train/minibatch.rs, in numpy + faiss
-# --------------------------------------------------------------------------
-
-def _assign(xb, c):
-    import faiss
-    ix = faiss.IndexFlatL2(xb.shape[1])
-    ix.add(c)
-    D, I = ix.search(xb, 1)
-    return I[:, 0], D[:, 0].astype(np.float64).clip(min=0)
-
-
-def _segsum(xb, lab, k):
-    o = np.argsort(lab, kind="stable")
-    sl = lab[o]
-    starts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
-    out = np.zeros((k, xb.shape[1]))
-    out[sl[starts]] = np.add.reduceat(xb[o].astype(np.float64), starts, axis=0)
-    return out, np.bincount(lab, minlength=k).astype(np.float64)
-
-
-def mirror(x, k, seed=0, batch=16384, epochs=None, pool_per_centre=32, iters=3, carry=0.5):
-    """Pool-Lloyd seeding, then 1/count mini-batch passes. Dead centres in the
-    mini-batch phase are not re-seeded here (they are rare at these sizes)."""
-    t0 = time.perf_counter()
-    n, d = x.shape
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    pool = min(n, k * pool_per_centre)
-    c = x[perm[:k]].astype(np.float32)
-    curve = []
-    rows = 0
-
-    def step(b, dist):
-        nonlocal rows
-        rows += b
-        # Unsmoothed, as for `ours`: each batch is scored before it moves the centres.
-        curve.append((time.perf_counter() - t0, rows, float(dist.sum()) / b))
-
-    counts = np.zeros(k)
-    for _ in range(iters):
-        sums = np.zeros((k, d))
-        counts = np.zeros(k)
-        far = []
-        for lo in range(0, pool, batch):
-            xb = x[perm[lo:min(pool, lo + batch)]]
-            lab, dist = _assign(xb, c)
-            s, cnt = _segsum(xb, lab, k)
-            sums += s
-            counts += cnt
-            far.append((perm[lo:min(pool, lo + batch)], dist))
-            step(len(xb), dist)
-        nz = counts > 0
-        c[nz] = (sums[nz] / counts[nz, None]).astype(np.float32)
-        dead = np.flatnonzero(~nz)
-        if len(dead):
-            idx = np.concatenate([f[0] for f in far])
-            w = np.concatenate([f[1] for f in far])
-            keys = np.log(rng.random(len(w))) / np.maximum(w, 1e-30)
-            pick = idx[np.argsort(-keys)[:len(dead)]]
-            c[dead[:len(pick)]] = x[pick]
-    counts *= carry
-    if epochs is None:
-        epochs = min(10.0, max(1.0, 500_000 / n))  # minibatch::auto_epochs
-    cd = c.astype(np.float64)
-    total = int(round(epochs * n))
-    seen = 0
-    while seen < total:
-        b = min(batch, total - seen)
-        ids = perm[(pool + seen + np.arange(b)) % n]
-        xb = x[ids]
-        lab, dist = _assign(xb, cd.astype(np.float32))
-        s, cnt = _segsum(xb, lab, k)
-        counts += cnt
-        nz = cnt > 0
-        cd[nz] += (s[nz] - cnt[nz, None] * cd[nz]) / counts[nz, None]
-        seen += b
-        step(b, dist)
-    return cd.astype(np.float32), time.perf_counter() - t0, curve, rows
-
-
-# --------------------------------------------------------------------------
-
 def run_ours(a, x, path):
-    out = path + ".centres.npy"
+    out = os.path.join(tempfile.mkdtemp(prefix="compare_mbk_out_"), "centres.npy")
     cmd = [a.binary, "compress", path, "-k", str(a.k), "-o", out, "--device", a.device,
            "--json", "--quiet", "--no-eval", "--seed", str(a.ours_seed)] + a.ours_args.split()
     env = bl.ours_env()
@@ -175,18 +99,23 @@ def run_ours(a, x, path):
         raise SystemExit(f"rvc-index failed: {r.stderr}")
     j = json.loads(r.stdout)
     c = np.load(out)
-    # Only mini-batch steps: their rows were not seen before, so each batch's
-    # inertia estimates the centres' inertia over all rows. (Seeding scores
-    # the pool it fits and reads low.) Smoothed over ~8 batches for the chart.
-    curve, ewa = [], None
+    f = j["fit"]
+    # Whole-data figures only: the fine level's total (at the end of its
+    # last group) and each refinement iteration. Work in rows assigned
+    # against all K centres.
+    curve = []
+    fine = [h for h in j["history"] if h["phase"] == "fine"]
+    if fine and f["fine_inertia_per_row"]:
+        h = fine[-1]
+        curve.append((h["seconds"], h["distance_evaluations"] // a.k, f["fine_inertia_per_row"][-1]))
     for h in j["history"]:
-        if h["phase"] != "minibatch":
-            continue
-        v = h["batch_inertia_per_row"]
-        ewa = v if ewa is None else 0.875 * ewa + 0.125 * v
-        curve.append((h["seconds"], h["rows_assigned"], ewa))
-    return c, j["fit"]["fit_seconds"], curve, {"wall_s": wall, "rows_assigned": j["fit"]["rows_assigned"],
-                                               "reseeded": j["fit"]["reseeded"], "backend": j["backend"]}
+        if h["phase"] == "refine":
+            curve.append((h["seconds"], h["distance_evaluations"] // a.k, h["inertia_per_row"]))
+    return c, f["fit_seconds"], curve, {
+        "wall_s": wall, "passes": f["passes"], "groups": f["groups"],
+        "stage_seconds": f["stage_seconds"], "stage_evaluations": f["stage_evaluations"],
+        "stage_inertia_per_row": j["stage_inertia_per_row"], "reseeded": f["reseeded"],
+        "backend": j["backend"]}
 
 
 def run_sklearn(a, x, seed):
@@ -225,36 +154,24 @@ def run_faiss(a, x):
     return km.centroids.copy(), fit, curve, {"niter": a.faiss_niter}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="rvc")
-    p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--d", type=int, default=256)
-    p.add_argument("--k", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0, help="data seed")
-    p.add_argument("--blobs", type=int, default=20_000, help="components of --data blobs")
-    p.add_argument("--methods", default="ours,mirror,sklearn,faiss")
-    p.add_argument("--sklearn-seeds", default="0,1,2")
-    p.add_argument("--faiss-niter", type=int, default=10)
-    p.add_argument("--ours-seed", type=int, default=0)
-    p.add_argument("--mirror-seeds", default="0")
-    p.add_argument("--ours-args", default="", help="extra flags for rvc-index compress")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--binary", default=os.path.join(HERE, "..", "target", "release", "rvc-index"))
-    p.add_argument("--json", default=None)
-    p.add_argument("--png", default=None, help="inertia-versus-time chart (needs matplotlib)")
-    p.add_argument("--plot-only", default=None, metavar="JSON",
-                   help="draw --png from an earlier --json result and exit")
-    a = p.parse_args()
-    bl.ensure_faiss_env()
-    if a.plot_only:
-        with open(a.plot_only) as f:
-            plot(json.load(f), a.png or a.plot_only.replace(".json", ".png"))
-        return
+def goals(res):
+    """The targets of the comparison: time against scikit-learn's median,
+    inertia against its best seed and against faiss."""
+    runs = {r["method"]: r for r in res["runs"]}
+    ours = runs.get("ours")
+    sk = [r for r in res["runs"] if r["method"].startswith("sklearn")]
+    fa = [r for r in res["runs"] if r["method"].startswith("faiss")]
+    if not (ours and sk and fa):
+        return None
+    g = {"time_vs_sklearn_median": ours["fit_s"] / float(np.median([r["fit_s"] for r in sk])),
+         "inertia_vs_sklearn_best": ours["inertia_per_row"] / min(r["inertia_per_row"] for r in sk),
+         "inertia_vs_faiss": ours["inertia_per_row"] / fa[0]["inertia_per_row"]}
+    g["met"] = (g["time_vs_sklearn_median"] <= 0.5 and g["inertia_vs_sklearn_best"] <= 0.97
+                and g["inertia_vs_faiss"] <= 1.03)
+    return g
 
-    t = time.perf_counter()
-    x = make_data(a)
-    log(f"data {a.data} {x.shape} in {time.perf_counter() - t:.1f} s")
+
+def compare(a, x, tmp):
     res = {"data": a.data, "n": int(x.shape[0]), "d": int(x.shape[1]), "k": a.k,
            "env": {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "nproc": os.cpu_count()},
            "flop_per_pass": 2.0 * x.shape[0] * a.k * x.shape[1], "runs": []}
@@ -263,21 +180,23 @@ def main():
     res["random_rows_inertia_per_row"] = inertia(x, x[pick]) / len(x)
     log(f"random rows: {res['random_rows_inertia_per_row']:.3f}/row")
 
-    tmp = tempfile.mkdtemp(prefix="compare_mbk_")
+    saved = None
     for meth in a.methods.split(","):
         jobs = []
         if meth == "ours":
-            path = os.path.join(tmp, "x.npy")
-            np.save(path, x)
+            if os.path.isfile(a.data):
+                path = a.data
+            else:
+                path = saved = os.path.join(tmp, f"x_{x.shape[0]}x{x.shape[1]}.npy")
+                np.save(path, x)
             jobs = [("ours", lambda: run_ours(a, x, path))]
-        elif meth == "mirror":
-            for s in a.mirror_seeds.split(","):
-                jobs.append((f"mirror seed {s}", lambda s=int(s): (lambda r: (r[0], r[1], r[2], {"rows_assigned": r[3]}))(mirror(x, a.k, seed=s))))
         elif meth == "sklearn":
             for s in a.sklearn_seeds.split(","):
                 jobs.append((f"sklearn seed {s}", lambda s=int(s): run_sklearn(a, x, s)))
         elif meth == "faiss":
             jobs = [(f"faiss niter {a.faiss_niter}", lambda: run_faiss(a, x))]
+        else:
+            raise SystemExit(f"unknown method {meth!r} (ours, sklearn, faiss)")
         for name, fn in jobs:
             log(f"{name} ...")
             c, fit, curve, extra = fn()
@@ -291,10 +210,9 @@ def main():
                  "curve": [(round(t_, 3), int(r_), round(v, 4)) for t_, r_, v in curve]}
             res["runs"].append(r)
             log(f"{name}: fit {fit:.1f} s, inertia/row {inert / len(x):.3f} (eval {ev:.1f} s)")
-            # Written after every run, so a long comparison cut short keeps what it measured.
-            if a.json:
-                with open(a.json, "w") as f:
-                    json.dump(res, f, indent=1)
+            yield res
+    if saved:
+        os.remove(saved)
     best = {}
     for r in res["runs"]:
         m = r["method"].split()[0]
@@ -302,23 +220,86 @@ def main():
     res["best_inertia_per_row"] = best
     if "faiss" in best:
         res["relative_to_faiss"] = {m: v / best["faiss"] - 1 for m, v in best.items()}
-    s = json.dumps(res, indent=1)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(s)
-    # Summary table on stderr, curves thinned to ~12 points each.
-    print(f"\n{a.data} {x.shape[0]}x{x.shape[1]} -> K={a.k}; random rows {res['random_rows_inertia_per_row']:.3f}/row",
-          file=sys.stderr)
+    res["goals"] = goals(res)
+    yield res
+
+
+def summary(res):
+    """Summary table on stderr, curves thinned to ~12 points each."""
+    print(f"\n{res['data']} {res['n']}x{res['d']} -> K={res['k']}; random rows "
+          f"{res['random_rows_inertia_per_row']:.3f}/row", file=sys.stderr)
     for r in res["runs"]:
         cv = r["curve"]
         step = max(1, len(cv) // 12)
         pts = " ".join(f"{t_:.1f}s:{v:.1f}" for t_, _, v in cv[::step] + cv[-1:])
         print(f"  {r['method']:<16} fit {r['fit_s']:8.2f} s  inertia/row {r['inertia_per_row']:9.3f}   curve {pts}",
               file=sys.stderr)
+    g = res.get("goals")
+    if g:
+        print(f"  goals: time {g['time_vs_sklearn_median']:.3f} x sklearn median (<= 0.5), inertia "
+              f"{g['inertia_vs_sklearn_best']:.4f} x sklearn best (<= 0.97), "
+              f"{g['inertia_vs_faiss']:.4f} x faiss (<= 1.03): {'met' if g['met'] else 'NOT met'}",
+              file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="rvc")
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--d", type=int, default=256)
+    p.add_argument("--sizes", default=None, metavar="NxD[,NxD...]",
+                   help="run every size in turn (synthetic --data only); one JSON with every set")
+    p.add_argument("--k", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0, help="data seed")
+    p.add_argument("--blobs", type=int, default=20_000, help="components of --data blobs")
+    p.add_argument("--methods", default="ours,sklearn,faiss")
+    p.add_argument("--sklearn-seeds", default="0,1,2")
+    p.add_argument("--faiss-niter", type=int, default=10)
+    p.add_argument("--ours-seed", type=int, default=0)
+    p.add_argument("--ours-args", default="", help="extra flags for rvc-index compress")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--binary", default=os.path.join(HERE, "..", "target", "release", "rvc-index"))
+    p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None, help="inertia-versus-time chart (needs matplotlib); "
+                   "with --sizes, one per set, the size appended to the name")
+    p.add_argument("--plot-only", default=None, metavar="JSON",
+                   help="draw --png from an earlier --json result and exit")
+    a = p.parse_args()
+    bl.ensure_faiss_env()
+    if a.plot_only:
+        with open(a.plot_only) as f:
+            plot(json.load(f), a.png or a.plot_only.replace(".json", ".png"))
+        return
+
+    sizes = [(a.n, a.d)]
+    if a.sizes:
+        if os.path.isfile(a.data):
+            raise SystemExit("--sizes needs synthetic data (--data rvc or blobs), not a file")
+        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in a.sizes.split(",")]
+    tmp = tempfile.mkdtemp(prefix="compare_mbk_")
+    done = []
+    for n, d in sizes:
+        a.n, a.d = n, d
+        t = time.perf_counter()
+        x = make_data(a)
+        log(f"data {a.data} {x.shape} in {time.perf_counter() - t:.1f} s")
+        for res in compare(a, x, tmp):
+            # Written after every run, so a long comparison cut short keeps what it measured.
+            if a.json:
+                out = res if not a.sizes else {"sets": done + [res]}
+                with open(a.json, "w") as f:
+                    json.dump(out, f, indent=1)
+        done.append(res)
+        summary(res)
+        if a.png:
+            path = a.png if not a.sizes else a.png.replace(".png", f"_{n}x{d}.png")
+            plot(res, path)
+        del x
     if not a.json:
-        print(s)
-    if a.png:
-        plot(res, a.png)
+        print(json.dumps(done[0] if not a.sizes else {"sets": done}, indent=1))
+    if a.sizes:
+        for res in done:
+            summary(res)
 
 
 def plot(res, path):

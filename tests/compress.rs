@@ -1,5 +1,5 @@
-//! Mini-batch k-means compression: the library call, the `compress`
-//! subcommand and the `train` path that compresses before indexing.
+//! Compression to K centres (two-level k-means): the library call, the
+//! `compress` subcommand and the `train` path that compresses before indexing.
 
 mod common;
 
@@ -11,7 +11,7 @@ use rvc_index::compute::cpu::{CpuBackend, reference};
 use rvc_index::io::experiment::Experiment;
 use rvc_index::progress::Progress;
 use rvc_index::train::kmeans::{self, KmeansParams};
-use rvc_index::train::minibatch::{self, Compress, MiniBatchParams};
+use rvc_index::train::minibatch::{self, Compress, CompressParams};
 use rvc_index::train::rvc::{TrainOptions, rvc_nlist, train_experiment};
 
 /// Inertia by the scalar reference, independent of the code under test.
@@ -23,16 +23,15 @@ fn ref_inertia(x: &Array2<f32>, c: &Array2<f32>) -> f64 {
         .sum()
 }
 
-fn fit(x: &Array2<f32>, p: &MiniBatchParams) -> minibatch::FitResult {
+fn fit(x: &Array2<f32>, p: &CompressParams) -> minibatch::FitResult {
     minibatch::fit(&CpuBackend::new(), x.view(), p, |_| {}).expect("fit")
 }
 
-/// Small batches so that the tests exercise many steps and several windows.
-fn small(k: usize) -> MiniBatchParams {
-    MiniBatchParams {
+/// Small batches, so that the streamed paths (chunked refinement) run too.
+fn small(k: usize) -> CompressParams {
+    CompressParams {
         batch_size: 512,
-        epochs: Some(2.0),
-        ..MiniBatchParams::new(k)
+        ..CompressParams::new(k)
     }
 }
 
@@ -78,8 +77,7 @@ fn k_one_gives_the_mean() {
     let r = fit(&x, &small(1));
     let mean = x.mean_axis(Axis(0)).unwrap();
     let spread = ref_inertia(&x, &mean.clone().insert_axis(Axis(0))) / x.nrows() as f64;
-    // The running mean weights the seeding pool a little more than the rest;
-    // its distance to the true mean is a tiny fraction of the spread.
+    // One group, Lloyd on all rows: the mean up to float32 rounding.
     let off: f64 = r
         .centroids
         .row(0)
@@ -131,7 +129,7 @@ fn same_seed_same_centres_other_seed_other_centres() {
     assert_eq!(a.centroids, b.centroids);
     let c = fit(
         &x,
-        &MiniBatchParams {
+        &CompressParams {
             seed: 1,
             ..small(25)
         },
@@ -148,7 +146,7 @@ fn quality_beats_random_rows_and_is_close_to_full_kmeans() {
     x.mapv_inplace(|v| v * 0.3);
     let k = 60;
     let backend = CpuBackend::new();
-    let ours = ref_inertia(&x, &fit(&x, &MiniBatchParams::new(k)).centroids);
+    let ours = ref_inertia(&x, &fit(&x, &CompressParams::new(k)).centroids);
     let mut best_random = f64::INFINITY;
     for s in 0..3u64 {
         let rows: Vec<usize> = (0..k)
@@ -168,21 +166,130 @@ fn quality_beats_random_rows_and_is_close_to_full_kmeans() {
     assert!(ours < 1.03 * full, "ours {ours}, full k-means {full}");
 }
 
+/// No step of a Lloyd iteration raises the inertia (up to float rounding).
+fn assert_non_increasing(v: &[f64], what: &str) {
+    for w in v.windows(2) {
+        assert!(w[1] <= w[0] * (1.0 + 1e-6), "{what}: {v:?}");
+    }
+}
+
 #[test]
 fn history_and_summary_are_consistent() {
-    let x = mixture(6000, 8, 10, 9);
-    let r = fit(&x, &small(10));
+    let (n, k) = (6000, 40);
+    let x = mixture(n, 8, 10, 9);
+    let p = small(k);
+    let r = fit(&x, &p);
     let s = &r.summary;
+    assert_eq!(s.groups, 13, "round(2·√40)");
     assert_eq!(s.steps, r.history.len());
-    assert_eq!(r.history.last().unwrap().rows_assigned, s.rows_assigned);
-    // 3 pool iterations over min(N, 32·K) rows, then 2 epochs.
-    assert_eq!(s.rows_assigned, 3 * 320 + 12_000);
-    assert_eq!(s.pool_inertia_per_row.len(), 3);
-    assert!(
-        r.history
-            .iter()
-            .all(|h| h.batch_inertia_per_row.is_finite())
+    // Coarse iterations, the grouping pass, one Lloyd run per group, refinement.
+    let phases: Vec<&str> = r.history.iter().map(|h| h.phase).collect();
+    let mut want = vec!["coarse"; p.coarse_iters];
+    want.push("groups");
+    want.extend(vec!["fine"; s.groups]);
+    want.extend(vec!["refine"; p.refine_iters]);
+    assert_eq!(phases, want);
+    let fine_rows: usize = r
+        .history
+        .iter()
+        .filter(|h| h.phase == "fine")
+        .map(|h| h.rows)
+        .sum();
+    assert_eq!(fine_rows, n, "every row in exactly one group");
+    assert!(s.group_rows_min >= 1 && s.group_rows_max <= n);
+    // The coarse work is known in advance: the sample (128 rows per group)
+    // against 13 centres per iteration, then every row against them.
+    let coarse = r.history[p.coarse_iters].distance_evaluations;
+    assert_eq!(coarse, ((13 * 128) * 13 * p.coarse_iters + n * 13) as u64);
+    let last = r.history.last().unwrap();
+    assert_eq!(last.distance_evaluations, s.distance_evaluations);
+    assert_eq!(
+        last.planned_evaluations, s.distance_evaluations,
+        "exact plan"
     );
+    assert_eq!(s.rows_assigned, s.distance_evaluations / k as u64);
+    assert!((s.passes - s.distance_evaluations as f64 / (n * k) as f64).abs() < 1e-12);
+    assert_eq!(s.coarse_inertia_per_row.len(), p.coarse_iters);
+    assert_eq!(s.fine_inertia_per_row.len(), p.fine_iters);
+    assert_eq!(s.refine_inertia_per_row.len(), p.refine_iters);
+    assert_non_increasing(&s.coarse_inertia_per_row, "coarse");
+    assert_non_increasing(&s.fine_inertia_per_row, "fine");
+    assert_non_increasing(&s.refine_inertia_per_row, "refine");
+    // Each refinement starts from the fine level's centres: no worse than
+    // its last iteration's assignment.
+    assert!(s.refine_inertia_per_row[0] <= s.fine_inertia_per_row[p.fine_iters - 1] * (1.0 + 1e-6));
+    // The exact inertia of the result is below the last (restricted,
+    // before-update) refinement figure.
+    let exact = ref_inertia(&x, &r.centroids) / n as f64;
+    assert!(exact <= s.refine_inertia_per_row[p.refine_iters - 1] * (1.0 + 1e-6));
+    assert!(r.history.iter().all(|h| h.inertia_per_row.is_finite()));
+}
+
+#[test]
+fn refinement_listing_every_centre_is_exact_lloyd() {
+    // 36 centres in 12 groups; 35 neighbours per centre make every row
+    // search all centres.
+    let x = mixture(4000, 12, 40, 21);
+    let k = 36;
+    let before = fit(
+        &x,
+        &CompressParams {
+            refine_iters: 0,
+            ..small(k)
+        },
+    );
+    let iters = 3;
+    let after = fit(
+        &x,
+        &CompressParams {
+            refine_iters: iters,
+            neighbours: k - 1,
+            ..small(k)
+        },
+    );
+    assert_eq!(after.summary.groups, 12);
+    assert_eq!(
+        after.summary.reseeded, before.summary.reseeded,
+        "no centre emptied in the refinement"
+    );
+    // Lloyd by the scalar reference assignment and f64 means.
+    let mut c = before.centroids.clone();
+    for _ in 0..iters {
+        let a = reference::assign(x.view(), c.view(), Metric::L2);
+        let mut sums = Array2::<f64>::zeros((k, 12));
+        let mut counts = vec![0usize; k];
+        for (i, &l) in a.labels.iter().enumerate() {
+            counts[l as usize] += 1;
+            for j in 0..12 {
+                sums[[l as usize, j]] += x[[i, j]] as f64;
+            }
+        }
+        for l in 0..k {
+            assert!(counts[l] > 0);
+            for j in 0..12 {
+                c[[l, j]] = (sums[[l, j]] / counts[l] as f64) as f32;
+            }
+        }
+    }
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = c
+        .iter()
+        .zip(after.centroids.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "max difference {diff}, scale {scale}");
+    assert_ne!(before.centroids, after.centroids);
+}
+
+#[test]
+fn same_centres_whatever_the_thread_count() {
+    let x = mixture(5000, 12, 30, 7);
+    let a = fit(&x, &small(25));
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let b = one.install(|| fit(&x, &small(25)));
+    assert_eq!(a.centroids, b.centroids);
 }
 
 #[test]
@@ -324,6 +431,17 @@ fn compress_cli_writes_centres_and_reports_the_true_inertia() {
     assert!((j["inertia_per_row"].as_f64().unwrap() - want / 4000.0).abs() <= 1e-4 * want);
     assert_eq!(j["fit"]["params"]["seed"], 3);
     assert!(!j["history"].as_array().unwrap().is_empty());
+    // Every stage's inertia is reported; the final exact one is the lowest.
+    for (stage, iters) in [("coarse", 10), ("fine", 8), ("refine", 4)] {
+        let v = j["fit"][format!("{stage}_inertia_per_row")]
+            .as_array()
+            .unwrap();
+        assert_eq!(v.len(), iters, "{stage}");
+        let last = v.last().unwrap().as_f64().unwrap();
+        if stage != "coarse" {
+            assert!(want / 4000.0 <= last * (1.0 + 1e-6), "{stage}: {last}");
+        }
+    }
 
     // Same seed, same file; a single .npy holding the same rows in the same
     // order gives the same centres.
@@ -366,8 +484,16 @@ fn compress_cli_bad_input_is_one_line_and_writes_nothing() {
         (vec![good.to_str().unwrap(), "-k", "101"], "x.npy"),
         (vec![good.to_str().unwrap(), "-k", "0"], "-k"),
         (
-            vec![good.to_str().unwrap(), "-k", "10", "--epochs=-1"],
-            "epochs",
+            vec![good.to_str().unwrap(), "-k", "10", "--alloc-power", "2"],
+            "alloc-power",
+        ),
+        (
+            vec![good.to_str().unwrap(), "-k", "10", "--groups", "0"],
+            "groups",
+        ),
+        (
+            vec![good.to_str().unwrap(), "-k", "10", "--rescue", "1.5"],
+            "rescue",
         ),
         (
             vec![good.to_str().unwrap(), "-k", "10", "--batch-size", "0"],
@@ -388,4 +514,53 @@ fn compress_cli_bad_input_is_one_line_and_writes_nothing() {
     }
     let names = listing(dir.path());
     assert_eq!(names, vec!["junk.npy", "x.npy"], "no temporary files left");
+}
+
+#[test]
+fn gpu_backend_fits_the_same_centres_as_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let x = mixture(8000, 32, 60, 31);
+    let p = small(120);
+    let cpu = fit(&x, &p);
+    let dev = minibatch::fit(&gpu, x.view(), &p, |_| {}).expect("GPU fit");
+    // Same schedule, same seeded choices; only float rounding differs, so
+    // the inertia agrees closely and the work exactly (unless a near-tie
+    // flipped a row and with it a candidate list).
+    let (a, b) = (
+        ref_inertia(&x, &cpu.centroids),
+        ref_inertia(&x, &dev.centroids),
+    );
+    assert!((a - b).abs() <= 1e-3 * a, "cpu {a}, gpu {b}");
+    assert_eq!(cpu.summary.steps, dev.summary.steps);
+    // Most centres agree coordinate for coordinate; a flipped near-tie moves
+    // a few (and, through the candidate lists, a few more).
+    let same = cpu
+        .centroids
+        .rows()
+        .into_iter()
+        .zip(dev.centroids.rows())
+        .filter(|(u, v)| {
+            u.iter()
+                .zip(v.iter())
+                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + a.abs()))
+        })
+        .count();
+    assert!(same >= 108, "{same} of 120 centres agree");
+}
+
+#[test]
+fn a_spent_time_budget_skips_the_refinement() {
+    let x = mixture(3000, 8, 20, 41);
+    let p = CompressParams {
+        max_seconds: Some(0.0),
+        ..small(30)
+    };
+    let r = fit(&x, &p);
+    assert!(r.summary.stopped_by_time);
+    assert!(r.summary.refine_inertia_per_row.is_empty());
+    assert!(r.history.iter().all(|h| h.phase != "refine"));
+    // The fine level's centres are still a valid result.
+    assert_eq!(r.centroids.dim(), (30, 8));
+    assert!(r.centroids.iter().all(|v| v.is_finite()));
+    assert!(!fit(&x, &small(30)).summary.stopped_by_time);
 }

@@ -133,7 +133,7 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
     let nq = xq.nrows();
     let n_after = db_raw.nrows();
 
-    // ---- compress: RVC's reduction to mini-batch k-means centres
+    // ---- compress: RVC's reduction to k-means centres
     let centres = match cfg.compress.centres(n_after, RVC_COMPRESS_ABOVE) {
         Some(kc) => {
             if kc > n_after {

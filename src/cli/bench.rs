@@ -69,7 +69,7 @@ pub struct BenchArgs {
     /// Seed of the row shuffle and of the compression (and of --synthetic without SEED).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Compression to mini-batch k-means centres: auto (RVC: above 200000 rows), off, or K.
+    /// Compression to k-means centres: auto (RVC: above 200000 rows), off, or K.
     #[arg(long, default_value = "auto", value_parser = Compress::parse)]
     pub compress: Compress,
     /// Stages to run (load and compress always run): train,add,search,expand.

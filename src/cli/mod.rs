@@ -48,8 +48,8 @@ pub enum Command {
     Search(search::SearchArgs),
     /// RVC's retrieval blend of features with their nearest indexed vectors.
     Blend(blend::BlendArgs),
-    /// Compress a feature matrix to K mini-batch k-means centres (what RVC
-    /// does above 200000 rows), with a fixed, seeded amount of work.
+    /// Compress a feature matrix to K k-means centres (what RVC does with
+    /// mini-batch k-means above 200000 rows), with a fixed, seeded schedule.
     Compress(compress::CompressArgs),
     /// Time every stage of the index pipeline (load, compress, train, add,
     /// search, refine, expand) with recall against exact search, as the faiss

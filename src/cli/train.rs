@@ -85,7 +85,7 @@ pub struct SettingsArgs {
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
     #[arg(long)]
     pub factory: Option<crate::index::Factory>,
-    /// Compress the features to mini-batch k-means centres before indexing:
+    /// Compress the features to k-means centres before indexing:
     /// `auto` = RVC's rule (above 200000 rows, 10000 centres, indexed with
     /// nlist 256, and in RVC's layout written as total_fea.npy), `off` =
     /// index every row,

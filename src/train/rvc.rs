@@ -29,7 +29,7 @@ use crate::{Error, Metric, Result};
 pub use crate::index::ivf::rvc_nlist;
 
 /// Above this many rows RVC first compresses the features to 10 000
-/// mini-batch k-means centres.
+/// k-means centres.
 pub const RVC_COMPRESS_ABOVE: usize = 200_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -379,13 +379,13 @@ fn build_inner(
     let x = match compress_to {
         Some(k) => {
             log.line(&format!(
-                "compressing {n_raw} feature rows to {k} mini-batch k-means centres"
+                "compressing {n_raw} feature rows to {k} k-means centres"
             ));
             let mut p = MiniBatchParams::new(k);
             p.seed = opts.seed;
             let r = minibatch::fit_with_progress(backend, x.view(), &p, progress)?;
             progress.info(&format!(
-                "compressed {n_raw} rows to {k} mini-batch k-means centres in {:.2} s",
+                "compressed {n_raw} rows to {k} k-means centres in {:.2} s",
                 r.summary.fit_seconds
             ));
             compression = Some(r.summary);
