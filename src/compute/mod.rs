@@ -249,3 +249,33 @@ pub fn select_backend(choice: DeviceChoice) -> Result<Box<dyn Backend>> {
         },
     }
 }
+
+/// Fewest centroids for which [`assign_l2`] tries the pruned kernel: below
+/// that a brute-force scan is cheap and pruning's fixed costs do not pay.
+const PRUNE_MIN_K: usize = 512;
+
+/// Exact L2 assignment of `x` to `centroids` for callers outside k-means
+/// (compression, the add pass, inertia): on the CPU backend through the
+/// dimension-pruned kernel (`cpu::pruned`) where it pays, else
+/// [`Backend::assign`]. Labels equal a full scan's except where two
+/// centroids are within f32 rounding of each other; distances are exact f32
+/// squared distances (summed in another order than the GEMM form, so they
+/// may differ from `assign`'s in the last bits).
+pub fn assign_l2(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    centroids: ArrayView2<f32>,
+) -> Result<Assignment> {
+    if let Some(cpu) = backend.as_cpu()
+        && centroids.nrows() >= PRUNE_MIN_K
+        && centroids.ncols() == x.ncols()
+        && x.nrows() >= 1024
+        && let Some(t) = cpu::pruned::assign_top2(cpu.isa(), x, centroids)
+    {
+        return Ok(Assignment {
+            labels: t.labels,
+            distances: t.distances,
+        });
+    }
+    backend.assign(x, centroids, Metric::L2)
+}

@@ -45,7 +45,11 @@ pub fn assign_all(
     let mut lo = 0;
     while lo < x.nrows() {
         let hi = (lo + ASSIGN_CHUNK).min(x.nrows());
-        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, metric)?;
+        let xs = x.slice(s![lo..hi, ..]);
+        let a = match metric {
+            Metric::L2 => crate::compute::assign_l2(backend, xs, centroids)?,
+            _ => backend.assign(xs, centroids, metric)?,
+        };
         total += a.distances.iter().map(|&v| v as f64).sum::<f64>();
         labels.extend_from_slice(&a.labels);
         bar.inc((hi - lo) as u64);

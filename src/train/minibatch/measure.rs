@@ -3,8 +3,8 @@
 
 use ndarray::{ArrayView2, s};
 
+use crate::Result;
 use crate::compute::Backend;
-use crate::{Metric, Result};
 
 /// First row and column holding NaN or an infinity.
 pub fn find_non_finite(x: ArrayView2<f32>) -> Option<(usize, usize)> {
@@ -27,7 +27,7 @@ pub fn inertia(
     let mut lo = 0;
     while lo < x.nrows() {
         let hi = (lo + CHUNK).min(x.nrows());
-        let a = backend.assign(x.slice(s![lo..hi, ..]), centroids, Metric::L2)?;
+        let a = crate::compute::assign_l2(backend, x.slice(s![lo..hi, ..]), centroids)?;
         total += a.distances.iter().map(|&v| v.max(0.0) as f64).sum::<f64>();
         progress((hi - lo) as u64);
         lo = hi;

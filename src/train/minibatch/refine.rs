@@ -134,7 +134,7 @@ impl Refiner {
         let mut xb = Array2::<f32>::zeros((0, x.ncols()));
         for chunk in pick.chunks(self.chunk) {
             gather(x, chunk, &mut xb);
-            let a = backend.assign(xb.view(), c, Metric::L2)?;
+            let a = crate::compute::assign_l2(backend, xb.view(), c)?;
             for (&r, &l) in chunk.iter().zip(&a.labels) {
                 self.labels[r as usize] = l;
             }
