@@ -21,20 +21,8 @@ fn logs(root: &Path) -> PathBuf {
 }
 
 fn batch(logs: &Path, extra: &[&str]) -> (bool, String, serde_json::Value) {
-    let mut args = vec![
-        "batch",
-        logs.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let o = run(&args);
-    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     // With --json the JSON is all of stdout; the table goes to stderr.
-    let j = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
-    (o.status.success(), stderr(&o), j)
+    batch_json(logs, extra)
 }
 
 fn status_of(j: &serde_json::Value, exp: &str) -> String {

@@ -16,23 +16,6 @@ fn logs(root: &Path, names: &[&str]) -> PathBuf {
     logs
 }
 
-fn batch_json(logs: &Path, extra: &[&str]) -> (bool, String, serde_json::Value) {
-    let mut args = vec![
-        "batch",
-        logs.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--quiet",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let o = run(&args);
-    let err = stderr(&o);
-    assert!(!err.contains("panicked"), "{err}");
-    let j = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
-    (o.status.success(), err, j)
-}
-
 fn status(j: &serde_json::Value, exp: &str) -> (String, String) {
     let o = j
         .as_array()

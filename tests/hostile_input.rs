@@ -116,20 +116,7 @@ fn fifo_feature_file_does_not_hang() {
 fn fifo_index_and_query_files_do_not_hang() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let x = mixture(300, 16, 3, 5);
-    ndarray_npy::write_npy(d.join("x.npy"), &x).unwrap();
-    let index = d.join("x.index");
-    let o = run(&[
-        "build",
-        d.join("x.npy").to_str().unwrap(),
-        "--factory",
-        "IVF4,Flat",
-        "--device",
-        "cpu",
-        "-o",
-        index.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, index) = small_index(d);
     let fifo = d.join("pipe.index");
     mkfifo(&fifo);
     let limit = Duration::from_secs(30);
@@ -193,20 +180,7 @@ fn absurd_column_counts_are_refused_by_every_command() {
     let d = dir.path();
     let bad = d.join("wide.npy");
     npy_with_shape(&bad, "(0, 1152921504606846976)");
-    let good = d.join("x.npy");
-    ndarray_npy::write_npy(&good, &mixture(300, 16, 3, 5)).unwrap();
-    let index = d.join("x.index");
-    let o = run(&[
-        "build",
-        good.to_str().unwrap(),
-        "--factory",
-        "IVF4,Flat",
-        "--device",
-        "cpu",
-        "-o",
-        index.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, index) = small_index(d);
     let (bad, index) = (bad.to_str().unwrap(), index.to_str().unwrap());
     let out = d.join("out");
     let out = out.to_str().unwrap();
@@ -326,20 +300,7 @@ fn stored_nprobe_is_clamped_and_untrained_indexes_are_refused() {
 fn unbounded_numbers_end_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let x = d.join("x.npy");
-    ndarray_npy::write_npy(&x, &mixture(300, 16, 3, 5)).unwrap();
-    let index = d.join("x.index");
-    let o = run(&[
-        "build",
-        x.to_str().unwrap(),
-        "--factory",
-        "IVF4,Flat",
-        "--device",
-        "cpu",
-        "-o",
-        index.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (x, index) = small_index(d);
     let (x, index) = (x.to_str().unwrap(), index.to_str().unwrap());
     let out = d.join("out");
     let out = out.to_str().unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -134,24 +134,9 @@ fn a_failed_rerun_keeps_the_previous_set() {
 
 /// Start `train` paused at `point` (debug builds), once the pause is reached.
 fn paused_at(exp: &Path, seed: &str, point: &str, marker: &Path) -> Child {
-    let _ = std::fs::remove_file(marker);
-    let child = bin()
-        .args(train_args(exp, seed))
-        .env("RVC_INDEX_PAUSE_AT", point)
-        .env("RVC_INDEX_PAUSE_MARKER", marker)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !marker.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "never reached {point}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
+    let mut cmd = bin();
+    cmd.args(train_args(exp, seed));
+    spawn_paused(cmd, point, marker)
 }
 
 #[test]

@@ -130,3 +130,65 @@ pub fn gpu() -> Option<rvc_index::compute::gpu::GpuBackend> {
 pub fn random(rng: &mut ChaCha8Rng, rows: usize, cols: usize) -> Array2<f32> {
     Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
 }
+
+/// Start `cmd` with the debug-build pause hook at `point` and return once
+/// the pause is reached (the marker file appears), so a test can kill it
+/// at a known place.
+pub fn spawn_paused(mut cmd: Command, point: &str, marker: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(marker);
+    let child = cmd
+        .env("RVC_INDEX_PAUSE_AT", point)
+        .env("RVC_INDEX_PAUSE_MARKER", marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rvc-index");
+    let t = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "never reached {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
+/// `rvc-index batch LOGS --device cpu --quiet --json EXTRA…`: whether it
+/// succeeded, its stderr (the table), and the JSON it printed on stdout.
+pub fn batch_json(logs: &Path, extra: &[&str]) -> (bool, String, serde_json::Value) {
+    let mut args = vec![
+        "batch",
+        logs.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    let j = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    (o.status.success(), err, j)
+}
+
+/// A small IVF-Flat index built by us over 300 rows of a 16-wide mixture,
+/// written to `dir/x.npy` and `dir/x.index`; returns both paths.
+pub fn small_index(dir: &Path) -> (PathBuf, PathBuf) {
+    let x = dir.join("x.npy");
+    ndarray_npy::write_npy(&x, &mixture(300, 16, 3, 5)).unwrap();
+    let index = dir.join("x.index");
+    let o = run(&[
+        "build",
+        x.to_str().unwrap(),
+        "--factory",
+        "IVF4,Flat",
+        "--device",
+        "cpu",
+        "-o",
+        index.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (x, index)
+}
