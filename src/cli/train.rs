@@ -57,8 +57,17 @@ pub struct SettingsArgs {
     pub niter: usize,
     /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
+    /// `auto` (with --recall): RVC's IVF-Flat or IVF<n>,PQ<M>x4fs,RFlat on the
+    /// same lists, whichever reaches the recall with the faster search.
     #[arg(long)]
-    pub factory: Option<crate::index::Factory>,
+    pub factory: Option<super::recall::FactoryArg>,
+    /// Store the smallest nprobe whose recall@8 reaches R (0 < R <= 1),
+    /// measured on the built index: 1000 sampled rows, each without its own
+    /// row and the rows within 32 of it in its feature file (as a frame of
+    /// unseen speech), against exact search. The file names follow
+    /// (nprobe_<p>); --json reports the curve. Default: RVC's nprobe 1.
+    #[arg(long, value_name = "R", value_parser = crate::index::recall::parse_recall, conflicts_with = "nprobe")]
+    pub recall: Option<f64>,
     /// Compress the features to mini-batch k-means centres before indexing:
     /// `auto` = RVC's rule (above 200000 rows, 10000 centres, written as
     /// total_fea.npy and indexed with nlist 256), `off` = index every row,
@@ -72,21 +81,33 @@ pub struct SettingsArgs {
 
 impl SettingsArgs {
     pub fn options(&self) -> Result<TrainOptions> {
-        if let (Some(n), Some(f)) = (self.nlist, self.factory)
+        let factory = self.factory.and_then(|f| f.kind());
+        if let (Some(n), Some(f)) = (self.nlist, factory)
             && f.fixed_nlist().is_some_and(|k| k != n)
         {
             return Err(crate::Error::Invalid(format!(
                 "--nlist {n} contradicts --factory {f}: give the list count once"
             )));
         }
+        let compare_pq = self.factory == Some(super::recall::FactoryArg::Auto);
+        if compare_pq && self.recall.is_none() {
+            return Err(crate::Error::Invalid(
+                "--factory auto chooses the index kind by its recall: give --recall R too".into(),
+            ));
+        }
+        let recall = self
+            .recall
+            .map(|recall| crate::index::recall::RecallTarget { recall, compare_pq });
+        crate::index::recall::check(recall.as_ref(), factory)?;
         Ok(TrainOptions {
             seed: self.seed,
             nlist: self.nlist,
             nprobe: self.nprobe,
             niter: self.niter,
             query_expansion: self.qe.given()?,
-            factory: self.factory,
+            factory,
             compress: self.compress,
+            recall,
             ..TrainOptions::default()
         })
     }

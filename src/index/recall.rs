@@ -1,0 +1,530 @@
+//! `train --recall R`: measure recall@8 of a built IVF index on a seeded
+//! sample of its own rows and choose the smallest nprobe that reaches R.
+//!
+//! RVC's inference retrieves the 8 nearest indexed frames of every frame it
+//! converts and blends them, so recall@8 (the mean overlap of the IVF top-8
+//! with the exact top-8) is the figure that matters.
+//!
+//! The queries are indexed rows that stand in for unseen speech: each
+//! query's own row and the rows within [`WINDOW`] of it in its feature file
+//! (neighbouring frames, near-copies of it) are excluded from both the exact
+//! and the IVF results, as a frame of new speech has no such copy in the
+//! index. Where rows have no place in a file (compressed centres) only the
+//! query's own row is excluded.
+//!
+//! For IVF-Flat the whole curve is exact without a search per nprobe: the
+//! IVF top-8 at nprobe p holds exactly those true top-8 neighbours whose list
+//! is among the query's first p probes (they beat every other candidate), so
+//! one exact k-NN of the sample and the rank of each neighbour's list in the
+//! query's probe order give recall@8 for every p at once. Other kinds
+//! (fast-scan PQ + RFlat) are searched at each nprobe. The real search is
+//! timed at the reported nprobes (ms per 1 000 queries).
+
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use super::build::{self, Added, BuildTimes, Trained};
+use super::factory::{Codec, Factory, Nlist};
+use super::search::{self, k_base};
+use crate::compute::Backend;
+use crate::compute::cpu::{Isa, gemm, list_search};
+use crate::faiss::Index;
+use crate::progress::Progress;
+use crate::{Error, Metric, Result};
+
+mod sweep;
+
+pub use sweep::{Candidate, Point, RecallReport};
+
+/// Neighbours RVC's inference retrieves per frame.
+pub const K: usize = 8;
+/// Rows of a query's feature file on either side of it that are excluded
+/// with it (0.64 s of speech at RVC's 50 frames per second).
+pub const WINDOW: usize = 32;
+/// Query rows sampled (fewer when the index holds fewer rows).
+pub const QUERIES: usize = 1000;
+
+/// What `--recall` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecallTarget {
+    /// Recall@8 to reach, 0 < R ≤ 1.
+    pub recall: f64,
+    /// `--factory auto`: also try `IVF<n>,PQ<M>x4fs,RFlat` and keep the
+    /// kind that reaches R at the lower search time.
+    pub compare_pq: bool,
+}
+
+/// `--recall R`: a number above 0 and at most 1.
+pub fn parse_recall(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "expected a recall above 0 and at most 1 (e.g. 0.95), got {s:?}"
+        )),
+    }
+}
+
+/// Whether `--recall` applies to the index kind `factory` (None: RVC's).
+pub fn check(target: Option<&RecallTarget>, factory: Option<Factory>) -> Result<()> {
+    let Some(t) = target else { return Ok(()) };
+    if !(t.recall > 0.0 && t.recall <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "--recall {}: expected a recall above 0 and at most 1",
+            t.recall
+        )));
+    }
+    match factory {
+        Some(Factory::Flat) => Err(Error::Invalid(
+            "--recall needs an IVF index kind: a Flat index is exact, it has no nprobe".into(),
+        )),
+        Some(f @ Factory::Ivf { .. }) if t.compare_pq && f != Factory::rvc() => {
+            Err(Error::Invalid(format!(
+                "--factory auto compares RVC's IVF-Flat with IVF-PQ; it cannot be combined with {f}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The fast-scan PQ kind `--factory auto` tries beside IVF-Flat: the same
+/// lists, `M` = the largest divisor of d not above d/2 (2 dimensions per
+/// 4-bit sub-quantizer for RVC's 768 and 256), exact re-ranking.
+pub fn pq_factory(d: usize, nlist: usize) -> Factory {
+    let m = (1..=(d / 2).max(1))
+        .rev()
+        .find(|m| d.is_multiple_of(*m))
+        .unwrap_or(1);
+    Factory::Ivf {
+        nlist: Nlist::Fixed(nlist),
+        codec: Codec::Pq4FastScan { m },
+        refine: true,
+    }
+}
+
+/// Where every indexed row was in the feature files, to exclude a query's
+/// neighbouring frames with it.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    /// Position of row i in the concatenated files (None: no file order).
+    origin: Option<Vec<usize>>,
+    /// Row at each position of the concatenated files.
+    row_at: Vec<usize>,
+    /// Start of each file in the concatenation, then the total.
+    starts: Vec<usize>,
+}
+
+impl Timeline {
+    /// Rows with no place in a file: only a query's own row is excluded.
+    pub fn rows(_n: usize) -> Self {
+        Timeline {
+            origin: None,
+            row_at: Vec::new(),
+            starts: Vec::new(),
+        }
+    }
+
+    /// Files of `lens` rows, concatenated, then shuffled: row i is position
+    /// `perm[i]` of the concatenation (`train`'s shuffle). A `perm` that does
+    /// not cover the files gives [`Timeline::rows`].
+    pub fn of_files(lens: &[usize], perm: &[usize]) -> Self {
+        let total: usize = lens.iter().sum();
+        if total != perm.len() {
+            return Timeline::rows(perm.len());
+        }
+        let mut starts = Vec::with_capacity(lens.len() + 1);
+        let mut at = 0;
+        for &l in lens {
+            starts.push(at);
+            at += l;
+        }
+        starts.push(at);
+        let mut row_at = vec![usize::MAX; total];
+        for (i, &p) in perm.iter().enumerate() {
+            match row_at.get_mut(p) {
+                Some(r) => *r = i,
+                None => return Timeline::rows(perm.len()),
+            }
+        }
+        if row_at.contains(&usize::MAX) {
+            return Timeline::rows(perm.len());
+        }
+        Timeline {
+            origin: Some(perm.to_vec()),
+            row_at,
+            starts,
+        }
+    }
+
+    /// The rows of an experiment as `train` indexes them: its feature files
+    /// in reading order, shuffled with `seed`. `rows_are_frames` is false
+    /// where the rows were replaced (compressed to centres).
+    pub fn of_experiment(
+        exp: &crate::io::experiment::Experiment,
+        seed: u64,
+        n: usize,
+        rows_are_frames: bool,
+    ) -> Self {
+        let files = match exp.feature_files() {
+            Ok(f) if rows_are_frames => f,
+            _ => return Timeline::rows(n),
+        };
+        let lens: Vec<usize> = files.iter().map(|f| f.rows).collect();
+        Timeline::of_files(&lens, &crate::train::rvc::shuffle_permutation(n, seed))
+    }
+
+    /// The rows excluded with query row `i`, ascending.
+    pub fn excluded(&self, i: usize) -> Vec<i64> {
+        let Some(origin) = &self.origin else {
+            return vec![i as i64];
+        };
+        let c = origin[i];
+        let f = self.starts.partition_point(|&s| s <= c) - 1;
+        let lo = c.saturating_sub(WINDOW).max(self.starts[f]);
+        let hi = (c + WINDOW).min(self.starts[f + 1] - 1);
+        let mut ids: Vec<i64> = (lo..=hi).map(|p| self.row_at[p] as i64).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether neighbouring frames are excluded (else the query's row alone).
+    pub fn has_files(&self) -> bool {
+        self.origin.is_some()
+    }
+}
+
+/// The sampled queries and their true neighbours among the rows not
+/// excluded with them.
+pub struct Sample {
+    pub rows: Vec<usize>,
+    pub queries: Array2<f32>,
+    /// Per query, the excluded rows (ascending).
+    pub excluded: Vec<Vec<i64>>,
+    /// The largest excluded count.
+    pub max_excluded: usize,
+    /// `nq × K` true neighbours, -1 where fewer rows remain.
+    pub truth: Array2<i64>,
+}
+
+impl Sample {
+    /// `min(QUERIES, n)` rows drawn with `seed`, their exact neighbours.
+    pub fn draw(
+        backend: &dyn Backend,
+        x: ArrayView2<f32>,
+        timeline: &Timeline,
+        seed: u64,
+        queries: usize,
+    ) -> Result<Sample> {
+        let n = x.nrows();
+        let nq = queries.min(n);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x7265_6361_6c6c_4038);
+        let mut rows = rand::seq::index::sample(&mut rng, n, nq).into_vec();
+        rows.sort_unstable();
+        let q = x.select(Axis(0), &rows);
+        let excluded: Vec<Vec<i64>> = rows.iter().map(|&i| timeline.excluded(i)).collect();
+        let max_excluded = excluded.iter().map(Vec::len).max().unwrap_or(0);
+        let exact = backend.knn(q.view(), x, (K + max_excluded).min(n), Metric::L2)?;
+        let truth = keep_first(exact.ids.view(), &excluded, K);
+        Ok(Sample {
+            rows,
+            queries: q,
+            excluded,
+            max_excluded,
+            truth,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Recall@K of `found` (`nq × K` ids): found true neighbours over all
+    /// true neighbours (K per query where the index holds enough rows).
+    pub fn recall_of(&self, found: ArrayView2<i64>) -> f64 {
+        let (mut hit, mut all) = (0usize, 0usize);
+        for (t, f) in self.truth.rows().into_iter().zip(found.rows()) {
+            for &id in t.iter().filter(|&&id| id >= 0) {
+                all += 1;
+                hit += f.iter().any(|&g| g == id) as usize;
+            }
+        }
+        if all == 0 {
+            1.0
+        } else {
+            hit as f64 / all as f64
+        }
+    }
+}
+
+/// Per row of `ids`, the first `k` ids that are not in the row's (sorted)
+/// `excluded` list, -1 padded.
+pub fn keep_first(ids: ArrayView2<i64>, excluded: &[Vec<i64>], k: usize) -> Array2<i64> {
+    let mut out = Array2::from_elem((ids.nrows(), k), -1i64);
+    for (i, row) in ids.rows().into_iter().enumerate() {
+        let kept = row
+            .iter()
+            .filter(|&&id| id >= 0 && excluded[i].binary_search(&id).is_err())
+            .take(k);
+        for (r, &id) in kept.enumerate() {
+            out[[i, r]] = id;
+        }
+    }
+    out
+}
+
+/// IVF-Flat recall@K at every nprobe 1..=nlist from the probe rank of each
+/// true neighbour's list: `curve[p - 1]` = recall at nprobe p. `labels[j]`
+/// is row j's list.
+pub fn flat_curve(centroids: ArrayView2<f32>, labels: &[u32], sample: &Sample) -> Vec<f64> {
+    let (nlist, d) = centroids.dim();
+    let c = centroids.as_standard_layout();
+    let c = c.as_slice().expect("standard layout");
+    let norms: Vec<f32> = c.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+    let q = sample.queries.as_standard_layout();
+    let q = q.as_slice().expect("standard layout");
+    const BLOCK: usize = 32;
+    let nq = sample.len();
+    // Histogram of the probe rank of every true neighbour's list.
+    let (hist, all) = (0..nq.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let q0 = b * BLOCK;
+            let rows = BLOCK.min(nq - q0);
+            let mut dots = vec![0f32; rows * nlist];
+            gemm::abt(rows, nlist, d, &q[q0 * d..], c, &mut dots);
+            let mut hist = vec![0u64; nlist];
+            let mut all = 0u64;
+            for r in 0..rows {
+                // ‖q − c‖² less the query's own norm: same order.
+                let key = |l: usize| norms[l] - 2.0 * dots[r * nlist + l];
+                for &id in sample.truth.row(q0 + r).iter().filter(|&&id| id >= 0) {
+                    let l = labels[id as usize] as usize;
+                    let s = key(l);
+                    let rank = (0..nlist)
+                        .filter(|&m| {
+                            let v = key(m);
+                            v < s || (v == s && m < l)
+                        })
+                        .count();
+                    hist[rank] += 1;
+                    all += 1;
+                }
+            }
+            (hist, all)
+        })
+        .reduce(
+            || (vec![0u64; nlist], 0u64),
+            |(mut h, a), (g, b)| {
+                h.iter_mut().zip(&g).for_each(|(x, y)| *x += y);
+                (h, a + b)
+            },
+        );
+    let mut cum = 0u64;
+    hist.iter()
+        .map(|&h| {
+            cum += h;
+            if all == 0 {
+                1.0
+            } else {
+                cum as f64 / all as f64
+            }
+        })
+        .collect()
+}
+
+/// The ids `index` returns for the sample at nprobe `p`, with every query's
+/// excluded rows taken out as if they were not indexed: the search asks for
+/// as many more results as rows are excluded (for RFlat, more base
+/// candidates, which are filtered before the exact re-ranking).
+pub fn search_excluding(
+    backend: &dyn Backend,
+    index: &Index,
+    sample: &Sample,
+    p: usize,
+) -> Result<Array2<i64>> {
+    let q = sample.queries.view();
+    let extra = sample.max_excluded;
+    match index {
+        Index::Refine(r) => {
+            let kb = k_base(K, r.k_factor);
+            let cand = search::search_index(backend, &r.base, q, kb + extra, Some(p))?;
+            let cand = keep_first(cand.ids.view(), &sample.excluded, kb);
+            let v = ArrayView2::from_shape((r.refine.ntotal(), r.refine.d), &r.refine.xb)
+                .map_err(|e| Error::Invalid(format!("refine vectors: {e}")))?;
+            let found = backend
+                .refine(q, v, cand.view(), K, Metric::L2)
+                .unwrap_or_else(|| {
+                    list_search::refine(Isa::detected(), q, v, cand.view(), K, Metric::L2)
+                })?;
+            Ok(found.ids)
+        }
+        _ => {
+            let r = search::search_index(backend, index, q, K + extra, Some(p))?;
+            Ok(keep_first(r.ids.view(), &sample.excluded, K))
+        }
+    }
+}
+
+/// Milliseconds per 1 000 queries of the real search (k = 8) at nprobe
+/// `p`, the faster of two runs.
+pub fn time_search(backend: &dyn Backend, index: &Index, sample: &Sample, p: usize) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        search::search_index(backend, index, sample.queries.view(), K, Some(p))?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best * 1e3 * 1000.0 / sample.len().max(1) as f64)
+}
+
+/// The in-memory index of `trained` + `added` (a copy of the rows), to
+/// search while the files are still to be written.
+fn filled(trained: &Trained, added: &Added, x: ArrayView2<f32>) -> Index {
+    let copy = Added {
+        lists: added.lists.clone(),
+        objective: added.objective,
+        codes: added.codes.clone(),
+        labels_from_training: added.labels_from_training,
+    };
+    build::fill(trained, copy, x, &mut BuildTimes::default())
+}
+
+/// Every row's list.
+fn labels_of(added: &Added, n: usize) -> Vec<u32> {
+    let mut labels = vec![0u32; n];
+    for (l, ids) in added.lists.iter().enumerate() {
+        for &id in ids {
+            labels[id as usize] = l as u32;
+        }
+    }
+    labels
+}
+
+/// What `choose` decided: the kind to write (its trained and added parts,
+/// nprobe set) and the measurements.
+pub struct Choice {
+    pub trained: Trained,
+    pub added: Added,
+    pub nprobe: usize,
+    pub report: RecallReport,
+}
+
+/// Measure the built index (`trained` + `added` over the rows `x`) and
+/// choose the smallest nprobe whose recall@8 reaches `target`; with
+/// `compare_pq` also build and measure [`pq_factory`] on the same lists and
+/// keep the kind that reaches it with the faster search.
+#[allow(clippy::too_many_arguments)]
+pub fn choose(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    trained: Trained,
+    added: Added,
+    target: &RecallTarget,
+    timeline: &Timeline,
+    seed: u64,
+    progress: &Progress,
+) -> Result<Choice> {
+    check(Some(target), Some(trained.factory))?;
+    let t = Instant::now();
+    let (n, d) = x.dim();
+    let km = trained
+        .kmeans
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("--recall needs an IVF index kind".into()))?;
+    let nlist = km.centroids.nrows();
+    let sample = Sample::draw(backend, x, timeline, seed, QUERIES)?;
+    let r = target.recall;
+
+    let first = {
+        let index = filled(&trained, &added, x);
+        if trained.factory == Factory::rvc().with_nlist(nlist) {
+            let curve = flat_curve(km.centroids.view(), &labels_of(&added, n), &sample);
+            sweep::from_curve(backend, &index, &sample, &trained.factory, &curve, r)?
+        } else {
+            sweep::searched(backend, &index, &sample, &trained.factory, nlist, r)?
+        }
+    };
+    let mut candidates = vec![first];
+    let mut pq = None;
+    if target.compare_pq {
+        let factory = pq_factory(d, nlist);
+        let Factory::Ivf {
+            codec: Codec::Pq4FastScan { m },
+            ..
+        } = factory
+        else {
+            unreachable!("pq_factory builds PQ kinds")
+        };
+        progress.info(&format!(
+            "--factory auto: training {factory} on the same lists"
+        ));
+        let mut t_pq = BuildTimes::default();
+        let tp = Instant::now();
+        let trained_pq = Trained {
+            factory,
+            d,
+            metric: trained.metric,
+            nprobe: trained.nprobe,
+            kmeans: trained.kmeans.clone(),
+            pq: Some(build::train_pq(backend, x, m)?),
+        };
+        let added_pq = Added {
+            lists: added.lists.clone(),
+            objective: added.objective,
+            codes: Some(build::encode(
+                backend,
+                trained_pq.pq.as_ref().expect("set"),
+                x,
+            )?),
+            labels_from_training: added.labels_from_training,
+        };
+        t_pq.pq_train = tp.elapsed().as_secs_f64();
+        let index = filled(&trained_pq, &added_pq, x);
+        let mut c = sweep::searched(backend, &index, &sample, &factory, nlist, r)?;
+        c.build_seconds = Some(t_pq.pq_train);
+        candidates.push(c);
+        pq = Some((trained_pq, added_pq));
+    }
+    let best = sweep::winner(&candidates);
+    let chosen = &candidates[best];
+    let nprobe = chosen.nprobe;
+    if !chosen.reached {
+        progress.warn(&format!(
+            "recall@{K} reaches only {:.4} (at nprobe {nprobe}), below --recall {r}",
+            chosen.recall_at_8
+        ));
+    }
+    let report = RecallReport {
+        target: r,
+        k: K,
+        queries: sample.len(),
+        excluded: if timeline.has_files() {
+            format!("each query's row and the rows within {WINDOW} of it in its feature file")
+        } else {
+            "each query's own row".into()
+        },
+        factory: chosen.factory.clone(),
+        nprobe,
+        recall_at_8: chosen.recall_at_8,
+        ms_per_1000_queries: chosen.ms_per_1000_queries,
+        candidates: candidates.clone(),
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    let (mut trained, added) = match (best, pq) {
+        (1, Some(p)) => p,
+        _ => (trained, added),
+    };
+    trained.nprobe = nprobe;
+    Ok(Choice {
+        trained,
+        added,
+        nprobe,
+        report,
+    })
+}
