@@ -80,11 +80,15 @@ pub fn check(target: Option<&RecallTarget>, factory: Option<Factory>) -> Result<
         Some(Factory::Flat) => Err(Error::Invalid(
             "--recall needs an IVF index kind: a Flat index is exact, it has no nprobe".into(),
         )),
-        Some(f @ Factory::Ivf { .. }) if t.compare_pq && f != Factory::rvc() => {
-            Err(Error::Invalid(format!(
-                "--factory auto compares RVC's IVF-Flat with IVF-PQ; it cannot be combined with {f}"
-            )))
-        }
+        Some(
+            f @ Factory::Ivf {
+                codec: Codec::Pq4FastScan { .. },
+                ..
+            }
+            | f @ Factory::Ivf { refine: true, .. },
+        ) if t.compare_pq => Err(Error::Invalid(format!(
+            "--factory auto compares RVC's IVF-Flat with IVF-PQ; it cannot be combined with {f}"
+        ))),
         _ => Ok(()),
     }
 }
@@ -281,11 +285,26 @@ pub fn keep_first(ids: ArrayView2<i64>, excluded: &[Vec<i64>], k: usize) -> Arra
 /// IVF-Flat recall@K at every nprobe 1..=nlist from the probe rank of each
 /// true neighbour's list: `curve[p - 1]` = recall at nprobe p. `labels[j]`
 /// is row j's list.
-pub fn flat_curve(centroids: ArrayView2<f32>, labels: &[u32], sample: &Sample) -> Vec<f64> {
+///
+/// With `held_out` (the indexed rows), each query ranks the lists as if its
+/// excluded rows had not been in the k-means: the centroid of every list
+/// holding some of them is their list's mean without them (k-means'
+/// centroids are means of their lists, and a row it trained on pulls its
+/// own centroid towards it by 1/size of its list, ~1/39 with RVC's nlist,
+/// which a frame of unseen speech does not do). Without, the ranks are
+/// those of the index as it is, which `search_excluding` returns.
+pub fn flat_curve(
+    centroids: ArrayView2<f32>,
+    labels: &[u32],
+    sample: &Sample,
+    held_out: Option<ArrayView2<f32>>,
+) -> Vec<f64> {
     let (nlist, d) = centroids.dim();
     let c = centroids.as_standard_layout();
     let c = c.as_slice().expect("standard layout");
     let norms: Vec<f32> = c.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+    let mut sizes = vec![0usize; nlist];
+    labels.iter().for_each(|&l| sizes[l as usize] += 1);
     let q = sample.queries.as_standard_layout();
     let q = q.as_slice().expect("standard layout");
     const BLOCK: usize = 32;
@@ -302,15 +321,20 @@ pub fn flat_curve(centroids: ArrayView2<f32>, labels: &[u32], sample: &Sample) -
             let mut all = 0u64;
             for r in 0..rows {
                 // ‖q − c‖² less the query's own norm: same order.
-                let key = |l: usize| norms[l] - 2.0 * dots[r * nlist + l];
+                let mut key: Vec<f32> = (0..nlist)
+                    .map(|l| norms[l] - 2.0 * dots[r * nlist + l])
+                    .collect();
+                if let Some(x) = held_out {
+                    let qr = &q[(q0 + r) * d..(q0 + r + 1) * d];
+                    leave_out(&mut key, qr, c, &sizes, labels, x, &sample.excluded[q0 + r]);
+                }
                 for &id in sample.truth.row(q0 + r).iter().filter(|&&id| id >= 0) {
                     let l = labels[id as usize] as usize;
-                    let s = key(l);
-                    let rank = (0..nlist)
-                        .filter(|&m| {
-                            let v = key(m);
-                            v < s || (v == s && m < l)
-                        })
+                    let s = key[l];
+                    let rank = key
+                        .iter()
+                        .enumerate()
+                        .filter(|&(m, &v)| v < s || (v == s && m < l))
                         .count();
                     hist[rank] += 1;
                     all += 1;
@@ -336,6 +360,45 @@ pub fn flat_curve(centroids: ArrayView2<f32>, labels: &[u32], sample: &Sample) -
             }
         })
         .collect()
+}
+
+/// Replace `key[l]` (`‖c_l‖² − 2 q·c_l`) of every list holding some of the
+/// `excluded` rows by that of the list's mean without them.
+fn leave_out(
+    key: &mut [f32],
+    q: &[f32],
+    centroids: &[f32],
+    sizes: &[usize],
+    labels: &[u32],
+    x: ArrayView2<f32>,
+    excluded: &[i64],
+) {
+    let d = q.len();
+    let mut lists: Vec<(usize, usize)> = excluded
+        .iter()
+        .map(|&e| (labels[e as usize] as usize, e as usize))
+        .collect();
+    lists.sort_unstable();
+    for group in lists.chunk_by(|a, b| a.0 == b.0) {
+        let l = group[0].0;
+        let (n, m) = (sizes[l] as f64, group.len() as f64);
+        if n <= m {
+            continue;
+        }
+        let mut sum = vec![0f64; d];
+        for &(_, e) in group {
+            sum.iter_mut()
+                .zip(x.row(e))
+                .for_each(|(s, &v)| *s += v as f64);
+        }
+        let (mut norm, mut dot) = (0f64, 0f64);
+        for j in 0..d {
+            let cj = (n * centroids[l * d + j] as f64 - sum[j]) / (n - m);
+            norm += cj * cj;
+            dot += cj * q[j] as f64;
+        }
+        key[l] = (norm - 2.0 * dot) as f32;
+    }
 }
 
 /// The ids `index` returns for the sample at nprobe `p`, with every query's
@@ -444,7 +507,7 @@ pub fn choose(
     let first = {
         let index = filled(&trained, &added, x);
         if trained.factory == Factory::rvc().with_nlist(nlist) {
-            let curve = flat_curve(km.centroids.view(), &labels_of(&added, n), &sample);
+            let curve = flat_curve(km.centroids.view(), &labels_of(&added, n), &sample, Some(x));
             sweep::from_curve(backend, &index, &sample, &trained.factory, &curve, r)?
         } else {
             sweep::searched(backend, &index, &sample, &trained.factory, nlist, r)?
