@@ -384,3 +384,44 @@ fn exact_curve_matches_the_search() {
         assert_eq!(t.to_vec(), kept);
     }
 }
+
+/// `batch --recall`: the target is a setting of the manifest, so the same
+/// target is up to date and another one rebuilds.
+#[test]
+fn batch_takes_recall_as_a_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    make_experiment(&logs, "voice", &gaussian_mixture(3_000, 16, 12, 4, 0), 100);
+    let batch = |r: &str| {
+        let o = run(&[
+            "batch",
+            logs.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "-q",
+            "--json",
+            "--recall",
+            r,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j[0]["status"].as_str().unwrap().to_string()
+    };
+    let added = || {
+        let mut v: Vec<String> = std::fs::read_dir(logs.join("voice"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("added_"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(batch("0.99"), "built");
+    let first = added();
+    assert_eq!(first.len(), 1);
+    assert!(!first[0].contains("_nprobe_1_"), "{first:?}");
+    assert_eq!(batch("0.99"), "up_to_date");
+    assert_eq!(batch("0.01"), "built");
+    assert_eq!(added().len(), 1);
+    assert!(added()[0].contains("_nprobe_1_"), "{:?}", added());
+}

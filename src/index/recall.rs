@@ -37,15 +37,20 @@ use crate::{Error, Metric, Result};
 
 mod sweep;
 
-pub use sweep::{Candidate, Point, RecallReport};
+pub use sweep::{Candidate, Point, RecallReport, StageSeconds};
 
 /// Neighbours RVC's inference retrieves per frame.
 pub const K: usize = 8;
 /// Rows of a query's feature file on either side of it that are excluded
 /// with it (0.64 s of speech at RVC's 50 frames per second).
 pub const WINDOW: usize = 32;
-/// Query rows sampled (fewer when the index holds fewer rows).
-pub const QUERIES: usize = 1000;
+/// Query rows sampled: half the list count, at least 500 and at most 2 000
+/// (all rows where the index holds fewer). The exact k-NN of the sample
+/// costs `nq · n · d`, k-means `niter · n · nlist · d`, so the measurement
+/// stays a small share of `train` whatever the size.
+pub fn sample_size(n: usize, nlist: usize) -> usize {
+    (nlist / 2).clamp(500, 2000).min(n)
+}
 
 /// What `--recall` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -213,7 +218,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// `min(QUERIES, n)` rows drawn with `seed`, their exact neighbours.
+    /// `queries` rows (at most n) drawn with `seed`, their exact neighbours.
     pub fn draw(
         backend: &dyn Backend,
         x: ArrayView2<f32>,
@@ -434,16 +439,12 @@ pub fn search_excluding(
     }
 }
 
-/// Milliseconds per 1 000 queries of the real search (k = 8) at nprobe
-/// `p`, the faster of two runs.
+/// Milliseconds per 1 000 queries of the real search (k = 8) of the
+/// sample at nprobe `p`.
 pub fn time_search(backend: &dyn Backend, index: &Index, sample: &Sample, p: usize) -> Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..2 {
-        let t = Instant::now();
-        search::search_index(backend, index, sample.queries.view(), K, Some(p))?;
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Ok(best * 1e3 * 1000.0 / sample.len().max(1) as f64)
+    let t = Instant::now();
+    search::search_index(backend, index, sample.queries.view(), K, Some(p))?;
+    Ok(t.elapsed().as_secs_f64() * 1e6 / sample.len().max(1) as f64)
 }
 
 /// The in-memory index of `trained` + `added` (a copy of the rows), to
@@ -501,17 +502,25 @@ pub fn choose(
         .as_ref()
         .ok_or_else(|| Error::Invalid("--recall needs an IVF index kind".into()))?;
     let nlist = km.centroids.nrows();
-    let sample = Sample::draw(backend, x, timeline, seed, QUERIES)?;
+    let mut secs = StageSeconds::default();
+    let ts = Instant::now();
+    let sample = Sample::draw(backend, x, timeline, seed, sample_size(n, nlist))?;
+    secs.exact = ts.elapsed().as_secs_f64();
     let r = target.recall;
 
     let first = {
+        let ts = Instant::now();
         let index = filled(&trained, &added, x);
-        if trained.factory == Factory::rvc().with_nlist(nlist) {
+        secs.fill += ts.elapsed().as_secs_f64();
+        let ts = Instant::now();
+        let c = if trained.factory == Factory::rvc().with_nlist(nlist) {
             let curve = flat_curve(km.centroids.view(), &labels_of(&added, n), &sample, Some(x));
             sweep::from_curve(backend, &index, &sample, &trained.factory, &curve, r)?
         } else {
             sweep::searched(backend, &index, &sample, &trained.factory, nlist, r)?
-        }
+        };
+        secs.curves += ts.elapsed().as_secs_f64();
+        c
     };
     let mut candidates = vec![first];
     let mut pq = None;
@@ -548,8 +557,13 @@ pub fn choose(
             labels_from_training: added.labels_from_training,
         };
         t_pq.pq_train = tp.elapsed().as_secs_f64();
+        secs.pq_build = t_pq.pq_train;
+        let ts = Instant::now();
         let index = filled(&trained_pq, &added_pq, x);
+        secs.fill += ts.elapsed().as_secs_f64();
+        let ts = Instant::now();
         let mut c = sweep::searched(backend, &index, &sample, &factory, nlist, r)?;
+        secs.curves += ts.elapsed().as_secs_f64();
         c.build_seconds = Some(t_pq.pq_train);
         candidates.push(c);
         pq = Some((trained_pq, added_pq));
@@ -578,6 +592,7 @@ pub fn choose(
         ms_per_1000_queries: chosen.ms_per_1000_queries,
         candidates: candidates.clone(),
         seconds: t.elapsed().as_secs_f64(),
+        stage_seconds: secs,
     };
     let (mut trained, added) = match (best, pq) {
         (1, Some(p)) => p,

@@ -61,6 +61,19 @@ pub struct RecallReport {
     pub candidates: Vec<Candidate>,
     /// Seconds of the whole measurement.
     pub seconds: f64,
+    /// Of which: the sample's exact k-NN (the ground truth), the in-memory
+    /// copies of the indexes searched, the curves and timed searches, and
+    /// (`--factory auto`) the PQ codebooks and codes.
+    pub stage_seconds: StageSeconds,
+}
+
+/// Seconds of each part of the measurement.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StageSeconds {
+    pub exact: f64,
+    pub fill: f64,
+    pub curves: f64,
+    pub pq_build: f64,
 }
 
 /// The nprobes reported (and timed): powers of two up to
