@@ -136,13 +136,11 @@ impl Timeline {
     }
 
     /// Files of `lens` rows, concatenated, then shuffled: row i is position
-    /// `perm[i]` of the concatenation (`train`'s shuffle). A `perm` that does
-    /// not cover the files gives [`Timeline::rows`].
+    /// `perm[i]` of the concatenation (`train`'s shuffle). Positions no row
+    /// comes from (rows held out) are skipped; a `perm` naming a position
+    /// twice or past the files gives [`Timeline::rows`].
     pub fn of_files(lens: &[usize], perm: &[usize]) -> Self {
         let total: usize = lens.iter().sum();
-        if total != perm.len() {
-            return Timeline::rows(perm.len());
-        }
         let mut starts = Vec::with_capacity(lens.len() + 1);
         let mut at = 0;
         for &l in lens {
@@ -153,12 +151,9 @@ impl Timeline {
         let mut row_at = vec![usize::MAX; total];
         for (i, &p) in perm.iter().enumerate() {
             match row_at.get_mut(p) {
-                Some(r) => *r = i,
-                None => return Timeline::rows(perm.len()),
+                Some(r) if *r == usize::MAX => *r = i,
+                _ => return Timeline::rows(perm.len()),
             }
-        }
-        if row_at.contains(&usize::MAX) {
-            return Timeline::rows(perm.len());
         }
         Timeline {
             origin: Some(perm.to_vec()),
@@ -193,7 +188,11 @@ impl Timeline {
         let f = self.starts.partition_point(|&s| s <= c) - 1;
         let lo = c.saturating_sub(WINDOW).max(self.starts[f]);
         let hi = (c + WINDOW).min(self.starts[f + 1] - 1);
-        let mut ids: Vec<i64> = (lo..=hi).map(|p| self.row_at[p] as i64).collect();
+        let mut ids: Vec<i64> = (lo..=hi)
+            .map(|p| self.row_at[p])
+            .filter(|&r| r != usize::MAX)
+            .map(|r| r as i64)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -459,15 +458,50 @@ fn filled(trained: &Trained, added: &Added, x: ArrayView2<f32>) -> Index {
     build::fill(trained, copy, x, &mut BuildTimes::default())
 }
 
-/// Every row's list.
-fn labels_of(added: &Added, n: usize) -> Vec<u32> {
-    let mut labels = vec![0u32; n];
-    for (l, ids) in added.lists.iter().enumerate() {
-        for &id in ids {
-            labels[id as usize] = l as u32;
+/// The recall curve of a built IVF index over the rows `x` it holds and
+/// the smallest nprobe reaching `r`: exact for IVF-Flat (the lists ranked as
+/// if each query's excluded rows had not been in the k-means), searched per
+/// nprobe for the other kinds.
+pub fn measure(
+    backend: &dyn Backend,
+    x: ArrayView2<f32>,
+    index: &Index,
+    sample: &Sample,
+    r: f64,
+) -> Result<Candidate> {
+    let factory = crate::faiss::info::IndexInfo::new(index, None).factory;
+    match index {
+        Index::IvfFlat(ix) => {
+            let nlist = ix.lists.len();
+            let c = ArrayView2::from_shape((nlist, ix.ivf.d), &ix.ivf.quantizer.xb)
+                .map_err(|e| Error::Invalid(format!("coarse quantizer: {e}")))?;
+            let mut labels = vec![0u32; x.nrows()];
+            for (l, list) in ix.lists.iter().enumerate() {
+                for &id in &list.ids {
+                    if let Some(v) = labels.get_mut(id as usize) {
+                        *v = l as u32;
+                    }
+                }
+            }
+            let curve = flat_curve(c, &labels, sample, Some(x));
+            sweep::from_curve(backend, index, sample, &factory, &curve, r)
         }
+        Index::IvfPqFastScan(ix) => {
+            sweep::searched(backend, index, sample, &factory, ix.lists.len(), r)
+        }
+        Index::Refine(rf) => match &rf.base {
+            Index::IvfFlat(ix) => {
+                sweep::searched(backend, index, sample, &factory, ix.lists.len(), r)
+            }
+            Index::IvfPqFastScan(ix) => {
+                sweep::searched(backend, index, sample, &factory, ix.lists.len(), r)
+            }
+            _ => Err(Error::Invalid("--recall needs an IVF index kind".into())),
+        },
+        Index::Flat(_) => Err(Error::Invalid(
+            "--recall needs an IVF index kind: a Flat index is exact, it has no nprobe".into(),
+        )),
     }
-    labels
 }
 
 /// What `choose` decided: the kind to write (its trained and added parts,
@@ -513,12 +547,7 @@ pub fn choose(
         let index = filled(&trained, &added, x);
         secs.fill += ts.elapsed().as_secs_f64();
         let ts = Instant::now();
-        let c = if trained.factory == Factory::rvc().with_nlist(nlist) {
-            let curve = flat_curve(km.centroids.view(), &labels_of(&added, n), &sample, Some(x));
-            sweep::from_curve(backend, &index, &sample, &trained.factory, &curve, r)?
-        } else {
-            sweep::searched(backend, &index, &sample, &trained.factory, nlist, r)?
-        };
+        let c = measure(backend, x, &index, &sample, r)?;
         secs.curves += ts.elapsed().as_secs_f64();
         c
     };
@@ -562,7 +591,7 @@ pub fn choose(
         let index = filled(&trained_pq, &added_pq, x);
         secs.fill += ts.elapsed().as_secs_f64();
         let ts = Instant::now();
-        let mut c = sweep::searched(backend, &index, &sample, &factory, nlist, r)?;
+        let mut c = measure(backend, x, &index, &sample, r)?;
         secs.curves += ts.elapsed().as_secs_f64();
         c.build_seconds = Some(t_pq.pq_train);
         candidates.push(c);

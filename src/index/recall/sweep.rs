@@ -7,7 +7,6 @@ use super::{Sample, search_excluding, time_search};
 use crate::Result;
 use crate::compute::Backend;
 use crate::faiss::Index;
-use crate::index::Factory;
 
 /// Below this nprobe every value is searched; above it the searched kinds
 /// (PQ) step through a doubling grid and bisect.
@@ -115,7 +114,7 @@ fn candidate(
     backend: &dyn Backend,
     index: &Index,
     sample: &Sample,
-    factory: &Factory,
+    factory: &str,
     points: BTreeMap<usize, f64>,
     nlist: usize,
     r: f64,
@@ -159,7 +158,7 @@ pub fn from_curve(
     backend: &dyn Backend,
     index: &Index,
     sample: &Sample,
-    factory: &Factory,
+    factory: &str,
     curve: &[f64],
     r: f64,
 ) -> Result<Candidate> {
@@ -180,7 +179,7 @@ pub fn searched(
     backend: &dyn Backend,
     index: &Index,
     sample: &Sample,
-    factory: &Factory,
+    factory: &str,
     nlist: usize,
     r: f64,
 ) -> Result<Candidate> {
