@@ -425,3 +425,66 @@ fn batch_takes_recall_as_a_setting() {
     assert_eq!(added().len(), 1);
     assert!(added()[0].contains("_nprobe_1_"), "{:?}", added());
 }
+
+/// `bench --recall --png`: the recall stage, a search at the chosen nprobe
+/// (its recall on fresh queries beside the estimate) and a PNG chart.
+#[test]
+fn bench_recall_table_and_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("recall.png");
+    let o = run(&[
+        "bench",
+        "--synthetic",
+        "4000,32",
+        "--queries",
+        "300",
+        "--recall",
+        "0.9",
+        "--nprobe",
+        "1,2",
+        "--stages",
+        "search",
+        "--device",
+        "cpu",
+        "-q",
+        "--png",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages = j["stages"].as_array().unwrap();
+    let rec: Vec<&serde_json::Value> = stages.iter().filter(|s| s["name"] == "recall").collect();
+    assert_eq!(rec.len(), 2, "one per IVF kind");
+    for r in rec {
+        let p = r["nprobe"].as_u64().unwrap();
+        let f = &r["factory"];
+        assert!(
+            stages
+                .iter()
+                .any(|s| s["name"] == "search" && &s["factory"] == f && s["nprobe"] == p),
+            "searched at the chosen nprobe {p}"
+        );
+        let curve = r["info"]["curve"].as_array().unwrap();
+        assert!(!curve.is_empty());
+    }
+    // The table (stderr with --json) has the recall section.
+    assert!(err.contains("recall@8 against nprobe"), "{err}");
+    assert!(err.contains("<- --recall"), "{err}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((w, h), (960, 640));
+    // A folder that does not exist is refused before any work.
+    let o = run(&[
+        "bench",
+        "--synthetic",
+        "4000,32",
+        "--png",
+        dir.path().join("no/such/x.png").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--png"), "{}", stderr(&o));
+}

@@ -11,6 +11,9 @@ use crate::faiss::Index;
 /// Below this nprobe every value is searched; above it the searched kinds
 /// (PQ) step through a doubling grid and bisect.
 const LINEAR_UP_TO: usize = 16;
+/// Past `LINEAR_UP_TO`, the search stops short of nlist once doubling the
+/// probes gains less recall than this.
+const PLATEAU: f64 = 0.002;
 
 /// One point of a recall curve.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -173,8 +176,9 @@ pub fn from_curve(
 }
 
 /// Any IVF kind, searched: every nprobe up to 16, then a doubling grid up to
-/// nlist and a bisection between the last point below `r` and the first
-/// reaching it (recall taken as monotone there), then the report points.
+/// nlist (stopping where doubling gains less than 0.002) and a bisection
+/// between the last point below `r` and the first reaching it (recall taken
+/// as monotone there), then the report points.
 pub fn searched(
     backend: &dyn Backend,
     index: &Index,
@@ -202,9 +206,11 @@ pub fn searched(
     if reached.is_none() && nlist > LINEAR_UP_TO {
         let mut lo = LINEAR_UP_TO;
         let mut p = LINEAR_UP_TO;
+        let mut last = points.get(&lo).copied().unwrap_or(0.0);
         while p < nlist {
             p = (2 * p).min(nlist);
-            if eval(p, &mut points)? >= r {
+            let v = eval(p, &mut points)?;
+            if v >= r {
                 let mut hi = p;
                 while hi - lo > 1 {
                     let mid = lo + (hi - lo) / 2;
@@ -217,6 +223,12 @@ pub fn searched(
                 reached = Some(hi);
                 break;
             }
+            // A plateau: twice the probes gained less than PLATEAU, more
+            // will not reach r.
+            if v - last < PLATEAU {
+                break;
+            }
+            last = v;
             lo = p;
         }
     }
