@@ -7,7 +7,8 @@ use crate::train::minibatch::Compress;
 use crate::train::rvc::{self, Nprobe, TrainOptions};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  rvc-index train logs/myvoice\n\n\
+#[command(after_help = "Examples:\n  rvc-index train logs/myvoice\n  \
+rvc-index train logs/myvoice --recall 0.95   # store the nprobe reaching recall@8 0.95\n\n\
 Reads logs/myvoice/3_feature768/*.npy (v2) or 3_feature256/*.npy (v1) in sorted name order, \
 shuffles the rows (seeded), trains IVF k-means with nlist = min(16*sqrt(N), N // 39) as faiss \
 does (10 iterations, seed 1234), and writes total_fea.npy, \
@@ -131,12 +132,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let backend = a.common.backend(&progress)?;
     let s = rvc::train_experiment(backend.as_ref(), &exp, &opts, &progress)?;
     progress.info(&format!(
-        "wrote {}\n      {}\n      {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
+        "wrote {}\n      {}\n      {}\n{} rows, nlist {}, nprobe {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
         s.total_fea.display(),
         s.trained_index.display(),
         s.added_index.display(),
         s.n,
         s.nlist,
+        s.nprobe,
         s.seconds.total,
         s.seconds.load,
         s.seconds.kmeans,
