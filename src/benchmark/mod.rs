@@ -7,9 +7,12 @@
 //! final readback: no stage stops its clock on a mere submit.
 
 mod pipeline;
+pub mod plot;
+mod recall_table;
 mod report;
 
 pub use pipeline::run;
+pub use recall_table::{print_recall_table, recall_series};
 pub use report::{Recall, Report, Stage, print_table};
 
 use std::path::PathBuf;
@@ -126,6 +129,9 @@ pub struct BenchConfig {
     pub seed: u64,
     pub compress: Compress,
     pub stages: StageSet,
+    /// `--recall R`: run `train --recall`'s measurement on every IVF index
+    /// built and also search at the nprobe it chooses.
+    pub recall: Option<f64>,
 }
 
 impl BenchConfig {
@@ -142,6 +148,7 @@ impl BenchConfig {
             seed: 0,
             compress: Compress::Auto,
             stages: StageSet::ALL,
+            recall: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::compute::Backend;
 use crate::faiss::Index;
 use crate::index::build::{self, BuildParams, BuildTimes, Trained};
 use crate::index::factory::{Codec, Factory};
-use crate::index::{pq, search};
+use crate::index::{pq, recall, search};
 use crate::io::{experiment, features};
 use crate::progress::Progress;
 use crate::train::minibatch::{self, MiniBatchParams};
@@ -83,6 +83,26 @@ fn load(cfg: &BenchConfig) -> Result<(Array2<f32>, usize, String)> {
             Ok((x.select(Axis(0), &perm), files, "synthetic".into()))
         }
     }
+}
+
+/// Where the indexed rows were in the feature files, for `--recall`'s
+/// exclusion of a query's neighbouring frames: the first `held_out`
+/// shuffled rows are not indexed; compressed centres have no place.
+fn timeline(
+    cfg: &BenchConfig,
+    n_raw: usize,
+    held_out: usize,
+    compressed: bool,
+) -> Result<recall::Timeline> {
+    if compressed {
+        return Ok(recall::Timeline::rows(0));
+    }
+    let lens: Vec<usize> = match &cfg.data {
+        DataSource::Path(p) => feature_files(p)?.iter().map(|f| f.rows).collect(),
+        DataSource::Synthetic { n, seed, .. } => crate::synthetic::utterance_lengths(*n, *seed),
+    };
+    let perm = shuffle_permutation(n_raw, cfg.seed);
+    Ok(recall::Timeline::of_files(&lens, &perm[held_out..]))
 }
 
 /// Run every stage `cfg` asks for on `backend`.
@@ -314,8 +334,49 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
             st.peak_rss_bytes = p;
             stages.push(st);
         }
+        // ---- recall: `train --recall`'s measurement of this index
+        let mut nprobes = cfg.nprobe.clone();
+        if let (Some(r), true) = (cfg.recall, km.is_some()) {
+            step(&format!("recall {label}"));
+            let timeline = timeline(cfg, n_raw, n_raw - n_after, centres.is_some())?;
+            let t = Instant::now();
+            let sample = recall::Sample::draw(
+                backend,
+                db,
+                &timeline,
+                cfg.seed,
+                recall::sample_size(n, nlist),
+            )?;
+            let c = recall::measure(backend, db, &index, &sample, r)?;
+            let secs = t.elapsed().as_secs_f64();
+            let build_s: f64 = stages
+                .iter()
+                .filter(|s| {
+                    s.factory.as_deref() == Some(label.as_str())
+                        && ["train", "train_pq", "add"].contains(&s.name.as_str())
+                })
+                .map(|s| s.min_s)
+                .sum();
+            let mut st = Stage::new("recall", vec![secs])
+                .factory(&label)
+                .info("target", r)
+                .info("reached", c.reached)
+                .info("queries", sample.len())
+                .info("excluded_per_query_max", sample.max_excluded)
+                .info("method", c.method)
+                .info("recall_at_nprobe_1", c.curve.first().map(|p| p.recall_at_8))
+                .info("recall_at_chosen", c.recall_at_8)
+                .info("share_of_train_and_add", secs / build_s.max(1e-9))
+                .info("curve", &c.curve);
+            st.nprobe = Some(c.nprobe);
+            stages.push(st);
+            if !nprobes.contains(&c.nprobe) {
+                nprobes.push(c.nprobe);
+                nprobes.sort_unstable();
+            }
+        }
         let probes: Vec<Option<usize>> = if km.is_some() {
-            cfg.nprobe.iter().map(|&p| Some(p)).collect()
+            nprobes.iter().map(|&p| Some(p)).collect()
         } else {
             vec![None]
         };

@@ -75,6 +75,16 @@ pub struct BenchArgs {
     /// Stages to run (load and compress always run): train,add,search,expand.
     #[arg(long, default_value = "train,add,search,expand")]
     pub stages: String,
+    /// Also run `train --recall R`'s measurement on every IVF index built
+    /// (recall@8 of indexed rows, their neighbouring frames excluded) and
+    /// search at the nprobe it chooses; the table shows the estimate beside
+    /// the recall on the queries, and the measurement's share of the build.
+    #[arg(long, value_name = "R", value_parser = crate::index::recall::parse_recall)]
+    pub recall: Option<f64>,
+    /// Draw recall@k against search time per query (one line per index
+    /// kind, points labelled with their nprobe) into this PNG file.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -101,7 +111,22 @@ impl BenchArgs {
         c.seed = self.seed;
         c.compress = self.compress;
         c.stages = StageSet::parse(&self.stages)?;
+        c.recall = self.recall;
         c.check()?;
+        if let Some(png) = &self.png {
+            let dir = png.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) || png.is_dir() {
+                return Err(Error::bad_input(
+                    png,
+                    "--png: not a file in an existing folder",
+                ));
+            }
+        }
+        if self.png.is_some() && !c.stages.search {
+            return Err(Error::Invalid(
+                "--png draws the searches: it needs the search stage".into(),
+            ));
+        }
         Ok(c)
     }
 }
@@ -114,11 +139,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let backend = crate::compute::select_backend(a.common.device)?;
     let report = benchmark::run(backend.as_ref(), &cfg, &progress)?;
     let mut out = a.json.text();
-    match benchmark::print_table(&report, &mut out).and_then(|()| out.flush()) {
+    let printed = benchmark::print_table(&report, &mut out)
+        .and_then(|()| benchmark::print_recall_table(&report, &mut out));
+    match printed.and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             return Err(Error::io("<stdout>", e));
         }
         _ => {}
+    }
+    if let Some(png) = &a.png {
+        let title = format!(
+            "recall@{} against search time ({} rows x {})",
+            cfg.k,
+            report.data.as_ref().map_or(0, |d| d.n_db),
+            report.data.as_ref().map_or(0, |d| d.d)
+        );
+        benchmark::plot::recall_png(png, &title, cfg.k, &benchmark::recall_series(&report))?;
     }
     a.json.emit(&report)
 }

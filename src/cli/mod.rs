@@ -8,6 +8,7 @@ pub mod build;
 pub mod compress;
 pub mod expand;
 pub mod info;
+pub mod recall;
 pub mod search;
 pub mod train;
 

@@ -10,7 +10,8 @@ use crate::train::rvc::{Nprobe, TrainOptions};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  rvc-index train logs/myvoice\n  \
 rvc-index train logs/myvoice --layout rvc-main --skip-existing --link assets/indices\n  \
-rvc-index train logs/mymodel --layout applio --skip-existing\n\n\
+rvc-index train logs/mymodel --layout applio --skip-existing\n  \
+rvc-index train logs/myvoice --recall 0.95   # store the nprobe reaching recall@8 0.95\n\n\
 Reads logs/myvoice/3_feature768/*.npy (v2) or 3_feature256/*.npy (v1) in sorted name order, \
 shuffles the rows (seeded), trains IVF k-means with nlist = min(16*sqrt(N), N // 39) as faiss \
 does (10 iterations, seed 1234), and writes total_fea.npy, \
@@ -83,8 +84,17 @@ pub struct SettingsArgs {
     pub niter: usize,
     /// Index kind, as a faiss factory string (default: RVC's IVF{auto},Flat).
     /// Other kinds are named after it: added_IVF256_PQ128x4fs_RFlat_nprobe_1_<exp>_<ver>.index.
+    /// `auto` (with --recall): RVC's IVF-Flat or IVF<n>,PQ<M>x4fs,RFlat on the
+    /// same lists, whichever reaches the recall with the faster search.
     #[arg(long)]
-    pub factory: Option<crate::index::Factory>,
+    pub factory: Option<super::recall::FactoryArg>,
+    /// Store the smallest nprobe whose recall@8 reaches R (0 < R <= 1),
+    /// measured on the built index: 500 to 2000 sampled rows, each without its own
+    /// row and the rows within 32 of it in its feature file (as a frame of
+    /// unseen speech), against exact search. The file names follow
+    /// (nprobe_<p>); --json reports the curve. Default: RVC's nprobe 1.
+    #[arg(long, value_name = "R", value_parser = crate::index::recall::parse_recall, conflicts_with = "nprobe")]
+    pub recall: Option<f64>,
     /// Compress the features to k-means centres before indexing:
     /// `auto` = RVC's rule (above 200000 rows, 10000 centres, indexed with
     /// nlist 256, and in RVC's layout written as total_fea.npy), `off` =
@@ -100,21 +110,33 @@ pub struct SettingsArgs {
 
 impl SettingsArgs {
     pub fn options(&self) -> Result<TrainOptions> {
-        if let (Some(n), Some(f)) = (self.nlist, self.factory)
+        let factory = self.factory.and_then(|f| f.kind());
+        if let (Some(n), Some(f)) = (self.nlist, factory)
             && f.fixed_nlist().is_some_and(|k| k != n)
         {
             return Err(crate::Error::Invalid(format!(
                 "--nlist {n} contradicts --factory {f}: give the list count once"
             )));
         }
+        let compare_pq = self.factory == Some(super::recall::FactoryArg::Auto);
+        if compare_pq && self.recall.is_none() {
+            return Err(crate::Error::Invalid(
+                "--factory auto chooses the index kind by its recall: give --recall R too".into(),
+            ));
+        }
+        let recall = self
+            .recall
+            .map(|recall| crate::index::recall::RecallTarget { recall, compare_pq });
+        crate::index::recall::check(recall.as_ref(), factory)?;
         Ok(TrainOptions {
             seed: self.seed,
             nlist: self.nlist,
             nprobe: self.nprobe,
             niter: self.niter,
             query_expansion: self.qe.given()?,
-            factory: self.factory,
+            factory,
             compress: self.compress,
+            recall,
             ..TrainOptions::default()
         })
     }
@@ -153,10 +175,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         written.push(format!("{} (link)", l.display()));
     }
     progress.info(&format!(
-        "wrote {}\n{} rows, nlist {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
+        "wrote {}\n{} rows, nlist {}, nprobe {}, {:.2} s (load {:.2}, k-means {:.2}, add {:.2}, write {:.2})",
         written.join("\n      "),
         s.n,
         s.nlist,
+        s.nprobe,
         s.seconds.total,
         s.seconds.load,
         s.seconds.kmeans,

@@ -5,6 +5,7 @@ pub mod build;
 pub mod factory;
 pub mod ivf;
 pub mod pq;
+pub mod recall;
 pub mod search;
 
 pub use factory::Factory;

@@ -56,6 +56,10 @@ pub struct TrainOptions {
     pub compress: Compress,
     /// Row count above which `Compress::Auto` compresses (RVC: 200 000).
     pub compress_above: usize,
+    /// `--recall`: store the smallest nprobe reaching this recall@8 (and
+    /// with `--factory auto` the faster kind); None: `nprobe` as given.
+    #[serde(default)]
+    pub recall: Option<crate::index::recall::RecallTarget>,
 }
 
 impl Default for TrainOptions {
@@ -70,6 +74,7 @@ impl Default for TrainOptions {
             factory: None,
             compress: Compress::Auto,
             compress_above: RVC_COMPRESS_ABOVE,
+            recall: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct TrainSummary {
     /// Rows in the index: `n`, or the centres when the features were compressed.
     pub indexed_rows: usize,
     pub compression: Option<FitSummary>,
+    /// `--recall`: the recall@8 curves measured and the nprobe chosen.
+    pub recall: Option<crate::index::recall::RecallReport>,
 }
 
 /// A seeded permutation: row `i` of the shuffled matrix is row `perm[i]` of
@@ -221,6 +228,7 @@ pub fn prepare(exp: &Experiment, opts: &TrainOptions, progress: &Progress) -> Re
     // Every setting is checked before the long work starts (and long before
     // anything is written).
     let d = files[0].cols;
+    crate::index::recall::check(opts.recall.as_ref(), opts.factory)?;
     build::check(factory_of(opts, nlist), n, d)
         .map_err(|e| Error::bad_input(&exp.feature_dir, e.to_string()))?;
     check_width(exp, d, progress)?;
@@ -428,9 +436,8 @@ fn build_inner(
     secs.write_total_fea = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-total-fea");
 
-    // faiss's train, the trained file, faiss's add, the added file: the one
-    // build path, its stages run one by one so that the trained file is
-    // written before the rows are added (as RVC writes it).
+    // faiss's train and add (the one build path, its stages run one by
+    // one), then the trained and the added file, staged.
     let factory = factory_of(opts, nlist);
     let params = BuildParams {
         niter: opts.niter,
@@ -443,6 +450,44 @@ fn build_inner(
     let trained = build::train(backend, x.view(), factory, &params, progress, &mut stages)?;
     secs.kmeans = t.elapsed().as_secs_f64();
 
+    log.line("adding the rows");
+    let t = Instant::now();
+    let added = build::add(backend, x.view(), &trained, progress, &mut stages)?;
+    let objective = added.objective;
+    secs.add = t.elapsed().as_secs_f64();
+
+    // ---- --recall: measure the built index and choose the stored nprobe
+    // (with --factory auto also the kind) before the files, whose names
+    // and headers carry it, are staged.
+    let (trained, added, factory, nprobe, recall) = match &opts.recall {
+        Some(target) => {
+            let timeline = crate::index::recall::Timeline::of_experiment(
+                exp,
+                opts.seed,
+                n_raw,
+                compress_to.is_none(),
+            );
+            let c = crate::index::recall::choose(
+                backend,
+                x.view(),
+                trained,
+                added,
+                target,
+                &timeline,
+                opts.seed,
+                progress,
+            )?;
+            progress.info(&format!(
+                "recall@8 {:.4} at nprobe {} ({}; measured in {:.2} s)",
+                c.report.recall_at_8, c.nprobe, c.report.factory, c.report.seconds
+            ));
+            let f = c.trained.factory;
+            (c.trained, c.added, f, c.nprobe, Some(c.report))
+        }
+        None => (trained, added, factory, nprobe, None),
+    };
+    // ---- end of --recall
+
     let t = Instant::now();
     let stem = factory.file_stem(nlist);
     let trained_index = match exp.trained_path(&stem, nprobe) {
@@ -454,12 +499,6 @@ fn build_inner(
     };
     let mut write_secs = t.elapsed().as_secs_f64();
     crate::testing::pause_point("after-trained");
-
-    log.line("adding the rows");
-    let t = Instant::now();
-    let added = build::add(backend, x.view(), &trained, progress, &mut stages)?;
-    let objective = added.objective;
-    secs.add = t.elapsed().as_secs_f64();
 
     // IVF-Flat is streamed from the rows; other kinds are filled first,
     // and that part of the write counts as add.
@@ -541,5 +580,6 @@ fn build_inner(
         log: exp.log_path(),
         indexed_rows: n,
         compression,
+        recall,
     })
 }
