@@ -233,7 +233,7 @@ def _cli_args(options):
 
 
 def train(exp_dir, *, layout=None, device="auto", seed=0, nlist=None, nprobe=None,
-          compress="auto", factory=None, progress=None):
+          compress="auto", factory=None, niter=None, progress=None):
     """Build an experiment's index, as ``rvc-index train exp_dir`` does: RVC's
     "train index" step, writing total_fea.npy and the trained_…/added_… index
     files into ``exp_dir`` (whole or not at all). Returns the summary
@@ -242,7 +242,8 @@ def train(exp_dir, *, layout=None, device="auto", seed=0, nlist=None, nprobe=Non
     Every keyword is the ``train`` option of the same name (``--nlist``,
     ``--compress``, …; see ``rvc-index train --help``): ``nprobe`` a number or
     "auto"; ``compress`` "auto" (RVC's rule), "off" or a number of centres;
-    ``factory`` a factory string. ``layout=None`` is the folder's own layout;
+    ``factory`` a factory string; ``niter`` the k-means iterations (default 10,
+    as faiss). ``layout=None`` is the folder's own layout;
     this version has no ``--layout`` option, so any other value is refused.
     ``progress(stage, done, total)`` is called as the stages advance: "load"
     (rows), "compress" (row updates), "expand" (rows), "k-means" (iterations),
