@@ -62,9 +62,40 @@ pub enum Command {
 /// success, 1 after one `rvc-index: error: …` line on stderr (clap's own
 /// usage errors exit with 2).
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    run_from(std::env::args_os())
+}
+
+/// [`run`] on the given arguments (the first is the program name), for
+/// programs that embed the command line (the Python module's `rvc-index`).
+/// `--help` and `--version` print and return 0; nothing exits the process
+/// but an interruption (Ctrl-C, SIGTERM: exit code 130, see `io::signals`).
+pub fn run_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0, usage errors to stderr with 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
     crate::io::signals::install();
-    let r = match cli.command {
+    match execute(cli.command) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rvc-index: error: {e}");
+            1
+        }
+    }
+}
+
+/// Run one parsed subcommand. No signal handler is installed and nothing is
+/// printed on failure: the caller reports the error.
+pub fn execute(command: Command) -> crate::Result<()> {
+    match command {
         Command::Train(a) => train::run(&a),
         Command::Batch(a) => batch::run(&a),
         Command::Expand(a) => expand::run(&a),
@@ -74,12 +105,5 @@ pub fn run() -> i32 {
         Command::Blend(a) => blend::run(&a),
         Command::Compress(a) => compress::run(&a),
         Command::Bench(a) => bench::run(&a),
-    };
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("rvc-index: error: {e}");
-            1
-        }
     }
 }

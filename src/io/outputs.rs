@@ -74,10 +74,14 @@ impl Temp {
 
     /// Rename into place (the registry must be held by the caller).
     fn persist(self, dest: &Path, l: &mut Vec<PathBuf>) -> Result<()> {
-        std::fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
+        let renamed = std::fs::rename(&self.path, dest);
+        if renamed.is_err() {
+            // Dropping `self` here would wait on the registry the caller holds.
+            let _ = std::fs::remove_file(&self.path);
+        }
         l.retain(|p| p != &self.path);
         std::mem::forget(self);
-        Ok(())
+        renamed.map_err(|e| Error::io(dest, e))
     }
 
     /// Rename into place on its own (one file: already atomic).
@@ -413,6 +417,24 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_failed_rename_returns_an_error_and_leaves_no_temporary() {
+        // Renaming a file onto a non-empty folder fails; the registry the
+        // rename holds must not be waited on again by the clean-up.
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("folder");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("inside"), "x").unwrap();
+        let err = Target::Direct
+            .write(&dest, |w| w.write_all(b"body"))
+            .unwrap_err();
+        assert!(err.to_string().contains("folder"), "{err}");
+        assert_eq!(names(d.path()), ["folder"]);
+        assert_eq!(names(&dest), ["inside"]);
+        // Other tests register temporaries meanwhile: look for this one's only.
+        assert!(!live().iter().any(|p| p.starts_with(d.path())));
     }
 
     #[test]
