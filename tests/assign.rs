@@ -537,13 +537,20 @@ fn gpu_chunks_rows_and_centroids() {
                 &format!("{variant:?} chunked {metric}"),
             );
         }
-        // 64 rows per binding: less than a subgroup-kernel workgroup covers.
+        // 64 rows per binding: less than a subgroup-kernel or 128-row
+        // workgroup covers.
         let tiny = g.with_max_binding(64 * 256);
         match (variant, tiny.assign(x.view(), c.view(), Metric::L2)) {
-            (AssignVariant::Tiled, Ok(got)) => {
-                check_gpu(x.view(), c.view(), Metric::L2, &got, "Tiled, tiny bindings");
+            (AssignVariant::Tiled64, Ok(got)) => {
+                check_gpu(
+                    x.view(),
+                    c.view(),
+                    Metric::L2,
+                    &got,
+                    "Tiled64, tiny bindings",
+                );
             }
-            (AssignVariant::Subgroup, Err(rvc_index::Error::Gpu(_))) => {}
+            (AssignVariant::Subgroup | AssignVariant::Tiled128, Err(rvc_index::Error::Gpu(_))) => {}
             (v, r) => panic!("{v:?} with tiny bindings: {:?}", r.map(|_| ())),
         }
     }

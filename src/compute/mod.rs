@@ -59,6 +59,12 @@ pub struct BackendInfo {
 pub trait Backend: Send + Sync {
     fn info(&self) -> BackendInfo;
 
+    /// The device's details for reports (driver, kernel shapes, limits):
+    /// `None` for backends without a device (the default).
+    fn adapter(&self) -> Option<gpu::AdapterReport> {
+        None
+    }
+
     /// For each row of `x` (n×d), the best row of `centroids` (k×d, k ≥ 1).
     /// Ties go to the lowest centroid index. Never materialises an n×k matrix.
     fn assign(

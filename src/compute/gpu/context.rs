@@ -14,6 +14,9 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The adapter's cooperative-matrix shapes ("16x16x16 f16->f32", …);
+    /// empty where it has none.
+    pub cooperative_matrix: Vec<String>,
     /// Errors no scope caught (e.g. raised on another thread); reported by
     /// the next `checked` call instead of wgpu's default panic.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -73,6 +76,24 @@ impl Gpu {
                 })
             })?;
         let info = adapter.get_info();
+        let cooperative_matrix = if adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                    )
+                    .to_lowercase()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // The adapter's own limits: wgpu's defaults cap storage bindings far
         // below what the hardware allows.
         let limits = adapter.limits();
@@ -97,6 +118,7 @@ impl Gpu {
             queue,
             info,
             limits,
+            cooperative_matrix,
             uncaptured,
         })
     }

@@ -3,7 +3,7 @@
 //!
 //! | primitive | shader | host module |
 //! |---|---|---|
-//! | `assign` | `assign.wgsl`, `assign_subgroup.wgsl` | `assign.rs` |
+//! | `assign` | `assign.wgsl`, `assign_tiled128.wgsl`, `assign_subgroup.wgsl` | `assign/` |
 //! | `centroid_sums` | `centroid_sums.wgsl` | `centroid_sums.rs` |
 //! | `pq_assign`, `pq_encode` | `pq_assign.wgsl` | `pq_assign.rs` |
 //! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan/` |
@@ -22,7 +22,7 @@ mod weighted_sum;
 
 use ndarray::{Array2, ArrayView2};
 
-pub use assign::AssignVariant;
+pub use assign::{ASSIGN_KERNEL_ENV, AssignVariant};
 use context::Gpu;
 pub use list_scan::MAX_K as SEARCH_MAX_K;
 
@@ -55,13 +55,12 @@ impl GpuBackend {
         let list_scan = list_scan::ListScanKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
-        // workgroup-memory tiles do not.
-        let variant = if gpu.info.device_type == wgpu::DeviceType::Cpu
-            && assign.variants().contains(&AssignVariant::Subgroup)
-        {
-            AssignVariant::Subgroup
-        } else {
-            AssignVariant::Tiled
+        // workgroup-memory tiles do not. GPUs get the tiles their register
+        // files suit (see `assign::choose`); RVC_INDEX_ASSIGN_KERNEL forces one.
+        let available = assign.variants();
+        let variant = match assign::from_env(&available)? {
+            Some(v) => v,
+            None => assign::choose(&gpu.info, &available),
         };
         let max_binding = gpu.max_binding();
         Ok(GpuBackend {
@@ -113,6 +112,52 @@ impl GpuBackend {
     }
 }
 
+/// What a report says of the adapter: wgpu's details, the kernel shapes
+/// chosen and the limits that decide them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    /// PCI vendor and device ids, hexadecimal.
+    pub vendor: String,
+    pub device: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub subgroup_sizes: [u32; 2],
+    /// The assign kernel in use and every one compiled for this adapter.
+    pub assign_kernel: AssignVariant,
+    pub assign_kernels: Vec<AssignVariant>,
+    /// Whether the adapter offers cooperative matrices (wgpu's
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`) and in which shapes.
+    pub cooperative_matrix: Vec<String>,
+    pub max_storage_binding_bytes: u64,
+    pub max_workgroup_storage_bytes: u32,
+    pub max_invocations_per_workgroup: u32,
+}
+
+impl GpuBackend {
+    pub fn adapter_report(&self) -> AdapterReport {
+        let i = &self.gpu.info;
+        AdapterReport {
+            name: i.name.clone(),
+            vendor: format!("0x{:04x}", i.vendor),
+            device: format!("0x{:04x}", i.device),
+            device_type: format!("{:?}", i.device_type),
+            backend: format!("{:?}", i.backend),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            subgroup_sizes: [i.subgroup_min_size, i.subgroup_max_size],
+            assign_kernel: self.variant,
+            assign_kernels: self.assign.variants(),
+            cooperative_matrix: self.gpu.cooperative_matrix.clone(),
+            max_storage_binding_bytes: self.gpu.max_binding(),
+            max_workgroup_storage_bytes: self.gpu.limits.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: self.gpu.limits.max_compute_invocations_per_workgroup,
+        }
+    }
+}
+
 impl Backend for GpuBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
@@ -121,6 +166,10 @@ impl Backend for GpuBackend {
             device_type: format!("{:?}", self.gpu.info.device_type),
             api: format!("{:?}", self.gpu.info.backend),
         }
+    }
+
+    fn adapter(&self) -> Option<AdapterReport> {
+        Some(self.adapter_report())
     }
 
     fn assign(&self, x: ArrayView2<f32>, c: ArrayView2<f32>, m: Metric) -> Result<Assignment> {

@@ -1,6 +1,13 @@
-//! Host side of `shaders/assign.wgsl`: chunking, dispatch splitting, read-back.
+//! Host side of `shaders/assign.wgsl` (and the kernels appended to it):
+//! chunking, dispatch splitting, read-back. `variant.rs` holds the kernels'
+//! shapes and the choice of one per adapter.
+
+mod variant;
 
 use ndarray::ArrayView2;
+
+pub use variant::{ASSIGN_KERNEL_ENV, AssignVariant};
+pub(crate) use variant::{choose, from_env};
 
 use super::context::{Gpu, bind, pipelined_chunks, round_up, upload_rows};
 use crate::compute::Assignment;
@@ -14,55 +21,9 @@ const LOOP_LIMIT: usize = 65_535;
 const LOOP_BUDGET: usize = 16_384;
 
 /// Row chunks stay around this size even where bindings allow more, so that
-/// copying one chunk in overlaps computing the one before.
+/// copying one chunk in overlaps computing the one before (but hold at least
+/// `AssignVariant::min_workgroups` workgroups).
 const CHUNK_BYTES: u64 = 32 << 20;
-
-/// Which assign kernel runs. Both give the same results; `Subgroup` is the
-/// fast one on CPU adapters (lavapipe), `Tiled` (workgroup-memory tiles) the
-/// one written for real GPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AssignVariant {
-    Subgroup,
-    Tiled,
-}
-
-impl AssignVariant {
-    fn entry_point(self) -> &'static str {
-        match self {
-            AssignVariant::Subgroup => "assign_subgroup",
-            AssignVariant::Tiled => "assign_tiled",
-        }
-    }
-    /// Rows one workgroup covers; chunks are padded to a multiple.
-    fn rows_per_workgroup(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 64 * 4,
-            AssignVariant::Tiled => 64,
-        }
-    }
-    /// Centroids per inner block; the centroid range is padded to a multiple.
-    fn centroid_block(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 16,
-            AssignVariant::Tiled => 64,
-        }
-    }
-    /// Rows are padded to a multiple of this many vec4s.
-    fn vec4_align(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 1,
-            AssignVariant::Tiled => 4,
-        }
-    }
-    /// Loop iterations per invocation for one centroid block.
-    fn iterations_per_block(self, dp4: usize) -> usize {
-        match self {
-            AssignVariant::Subgroup => dp4 + 1,
-            // Four k-steps inside each 16-float slice, counted as a loop.
-            AssignVariant::Tiled => dp4 / 4 * 5 + 1,
-        }
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -83,16 +44,24 @@ pub(crate) struct AssignKernel {
 }
 
 impl AssignKernel {
-    /// Compiles the tiled kernel, and the subgroup one where the device has
-    /// subgroups of at least 8 invocations.
+    /// Compiles the tiled kernels the adapter's limits allow, and the
+    /// subgroup one where the device has subgroups of at least 8
+    /// invocations.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let subgroups = gpu.device.features().contains(wgpu::Features::SUBGROUP)
             && gpu.info.subgroup_min_size >= 8;
         gpu.checked("compiling assign.wgsl", || {
-            let mut source = include_str!("../../../shaders/assign.wgsl").to_string();
-            let mut variants = vec![AssignVariant::Tiled];
+            let mut source = include_str!("../../../../shaders/assign.wgsl").to_string();
+            let mut variants = Vec::new();
+            if AssignVariant::Tiled64.fits(&gpu.limits) {
+                variants.push(AssignVariant::Tiled64);
+            }
+            if AssignVariant::Tiled128.fits(&gpu.limits) {
+                source.push_str(include_str!("../../../../shaders/assign_tiled128.wgsl"));
+                variants.push(AssignVariant::Tiled128);
+            }
             if subgroups {
-                source.push_str(include_str!("../../../shaders/assign_subgroup.wgsl"));
+                source.push_str(include_str!("../../../../shaders/assign_subgroup.wgsl"));
                 variants.push(AssignVariant::Subgroup);
             }
             let names: Vec<&str> = variants.iter().map(|v| v.entry_point()).collect();
@@ -168,9 +137,10 @@ pub(crate) fn assign(
     // Chunk sizes: every binding within the adapter's limit, and the row grid
     // within the dispatch limit.
     let fit = |unit: usize| (max_binding / row_bytes) as usize / unit * unit;
+    let wanted = ((CHUNK_BYTES / row_bytes) as usize).max(variant.min_workgroups() * wg_rows);
     let chunk_rows = fit(wg_rows)
         .min(gpu.limits.max_compute_workgroups_per_dimension as usize * wg_rows)
-        .min(round_up((CHUNK_BYTES / row_bytes) as usize, wg_rows))
+        .min(round_up(wanted, wg_rows))
         .min(round_up(n, wg_rows));
     let chunk_cents = fit(cblock).min(round_up(k, cblock));
     if chunk_rows == 0 || chunk_cents == 0 {
