@@ -180,6 +180,7 @@ pub fn collect(dir: &Path) -> Result<Value> {
                 "rows": t["n"],
                 "d": t["d"],
                 "nlist": t["nlist"],
+                "objective_per_row": t["objective_per_row"],
                 "backend": t["backend"],
             })
         })
