@@ -38,6 +38,7 @@ pub struct GpuBackend {
     weighted_sum: weighted_sum::WeightedSumKernel,
     pq: pq_assign::PqKernel,
     list_scan: list_scan::ListScanKernel,
+    resident: list_scan::Resident,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -70,6 +71,7 @@ impl GpuBackend {
             weighted_sum,
             pq,
             list_scan,
+            resident: Default::default(),
             variant,
             max_binding,
         })
@@ -103,7 +105,19 @@ impl GpuBackend {
             gpu: &self.gpu,
             kernel: &self.list_scan,
             max_binding: self.max_binding,
+            resident: &self.resident,
         }
+    }
+
+    /// How many times list-scan inputs (lists, k-NN databases) were
+    /// uploaded: searches of what is already resident do not count.
+    pub fn list_uploads(&self) -> usize {
+        self.resident.uploads()
+    }
+
+    /// Forget every resident upload (the next search uploads again).
+    pub fn clear_resident(&self) {
+        self.resident.clear()
     }
 
     /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
