@@ -6,6 +6,7 @@
 //! | `assign` | `assign.wgsl`, `assign_tiled128.wgsl`, `assign_subgroup.wgsl` | `assign/` |
 //! | `centroid_sums` | `centroid_sums.wgsl` | `centroid_sums.rs` |
 //! | `pq_assign`, `pq_encode` | `pq_assign.wgsl` | `pq_assign.rs` |
+//! | `pq_train` | `pq_assign.wgsl`, `pq_train.wgsl` | `pq_train.rs` |
 //! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan/` |
 //! | `weighted_sum` | `weighted_sum.wgsl` | `weighted_sum.rs` |
 //!
@@ -18,6 +19,7 @@ mod centroid_sums;
 mod context;
 mod list_scan;
 mod pq_assign;
+mod pq_train;
 mod weighted_sum;
 
 use ndarray::{Array2, ArrayView2};
@@ -28,7 +30,7 @@ pub use list_scan::MAX_K as SEARCH_MAX_K;
 
 use super::lists::{FastScan, List};
 use super::neighbours::Neighbours;
-use super::{Assignment, Backend, BackendInfo, PqAssignment, cpu};
+use super::{Assignment, Backend, BackendInfo, PqAssignment, PqTrained, cpu};
 use crate::{Metric, Result};
 
 pub struct GpuBackend {
@@ -37,6 +39,7 @@ pub struct GpuBackend {
     sums: centroid_sums::SumsKernel,
     weighted_sum: weighted_sum::WeightedSumKernel,
     pq: pq_assign::PqKernel,
+    pq_train: pq_train::PqTrainKernel,
     list_scan: list_scan::ListScanKernel,
     resident: list_scan::Resident,
     variant: AssignVariant,
@@ -53,6 +56,7 @@ impl GpuBackend {
         let sums = centroid_sums::SumsKernel::new(&gpu)?;
         let weighted_sum = weighted_sum::WeightedSumKernel::new(&gpu)?;
         let pq = pq_assign::PqKernel::new(&gpu)?;
+        let pq_train = pq_train::PqTrainKernel::new(&gpu)?;
         let list_scan = list_scan::ListScanKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
@@ -70,6 +74,7 @@ impl GpuBackend {
             sums,
             weighted_sum,
             pq,
+            pq_train,
             list_scan,
             resident: Default::default(),
             variant,
@@ -206,6 +211,27 @@ impl Backend for GpuBackend {
         ksub: usize,
     ) -> Result<PqAssignment> {
         pq_assign::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
+    }
+
+    fn pq_train(
+        &self,
+        x: ArrayView2<f32>,
+        init: ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+        niter: usize,
+    ) -> Option<Result<PqTrained>> {
+        pq_train::pq_train(
+            &self.gpu,
+            &self.pq,
+            &self.pq_train,
+            self.max_binding,
+            x,
+            init,
+            m,
+            ksub,
+            niter,
+        )
     }
 
     /// Encoding is `pq_assign`'s codes.
