@@ -23,6 +23,8 @@
 #              nprobe 1 and 16, 10000 queries (includes k-means, exact search)
 #   compress   bench: 1000000 x 768 compressed to 10000 centres
 #   assign2    bench --stages assign: 1000000 x 768 against 10000 centroids
+#   assign_coop  assign1 with RVC_INDEX_ASSIGN_KERNEL=coop16 (cooperative
+#              matrices), only where the adapter offers 16x16x16 f16->f32
 #   expand     bench --stages expand: alpha-QE of 200000 x 768
 set -u
 
@@ -152,6 +154,12 @@ step compress $limit_long "$bin" bench --device gpu -q --synthetic "$N_COMPRESS,
     --stages compress --compress "$K_COMPRESS" --queries 1 --json "$s/compress.json"
 step assign2 $limit_short "$bin" bench --device gpu -q --synthetic "$N_BIG,$D" \
     --stages assign --assign-k "$K2" --compress off --queries 1 --json "$s/assign2.json"
+# The cooperative-matrix kernel, where the adapter has the shape it uses.
+if grep -q '"16x16x16 f16->f32"' "$s/assign1.json" 2>/dev/null; then
+    step assign_coop $limit_short env RVC_INDEX_ASSIGN_KERNEL=coop16 \
+        "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
+        --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign_coop.json"
+fi
 step expand $limit_long "$bin" bench --device gpu -q --synthetic "$N_EXPAND,$D" \
     --stages expand --compress off --queries 1 --json "$s/expand.json"
 

@@ -85,7 +85,10 @@ pub fn run(
     for &k in ks {
         let k = k.min(n);
         let c = db.slice(s![..k, ..]).to_owned();
+        let reruns = || backend.adapter().map_or(0, |a| a.coop_rerun_rows);
+        let before = reruns();
         let (a, t, p) = timed(repeat, peak, || backend.assign(db, c.view(), Metric::L2))?;
+        let rerun = reruns() - before;
         let checked = check_sample(db, c.view(), &a.labels);
         let mut st = Stage::new("assign", t)
             .flops(2.0 * n as f64 * k as f64 * d as f64)
@@ -98,6 +101,10 @@ pub fn run(
             .info("labels_wrong", checked.wrong);
         if let Some(ad) = backend.adapter() {
             st = st.info("kernel", ad.assign_kernel.name());
+            if ad.assign_kernel == crate::compute::gpu::AssignVariant::Coop16 {
+                // Per run: rows whose f16 ranking was re-run in f32.
+                st = st.info("rows_rerun_in_f32", rerun / repeat.max(1));
+            }
         }
         st.peak_rss_bytes = p;
         stages.push(st);

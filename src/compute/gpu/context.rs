@@ -98,12 +98,27 @@ impl Gpu {
         // below what the hardware allows.
         let limits = adapter.limits();
         // Subgroups only serve the CPU-adapter assign kernel; ask for them
-        // where offered.
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        // where offered. Cooperative matrices (and f16) only when the
+        // cooperative-matrix assign kernel is asked for: wgpu marks them
+        // experimental.
+        let mut features = adapter.features() & wgpu::Features::SUBGROUP;
+        let coop = std::env::var(super::ASSIGN_KERNEL_ENV)
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(super::AssignVariant::Coop16.name()));
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        if coop && adapter.features().contains(wanted) {
+            features |= wanted;
+            // SAFETY: wgpu's experimental features may have bugs; they are
+            // only enabled when RVC_INDEX_ASSIGN_KERNEL=coop16 asks for them,
+            // and the kernel's results are checked row by row against an
+            // error bound, the uncertain rows re-run in f32.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rvc-index"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features: experimental,
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("{}: cannot open device: {e}", info.name)))?;

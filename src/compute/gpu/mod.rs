@@ -94,6 +94,11 @@ impl GpuBackend {
         self.assign.variants()
     }
 
+    /// Rows the cooperative-matrix assign kernel re-ran in f32 so far.
+    pub fn coop_rerun_rows(&self) -> usize {
+        self.assign.coop_rerun_rows()
+    }
+
     /// The assign kernel in use.
     pub fn assign_variant(&self) -> AssignVariant {
         self.variant
@@ -153,6 +158,8 @@ pub struct AdapterReport {
     pub max_storage_binding_bytes: u64,
     pub max_workgroup_storage_bytes: u32,
     pub max_invocations_per_workgroup: u32,
+    /// Rows the cooperative-matrix kernel has re-run in f32 so far.
+    pub coop_rerun_rows: usize,
 }
 
 impl GpuBackend {
@@ -173,6 +180,7 @@ impl GpuBackend {
             max_storage_binding_bytes: self.gpu.max_binding(),
             max_workgroup_storage_bytes: self.gpu.limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: self.gpu.limits.max_compute_invocations_per_workgroup,
+            coop_rerun_rows: self.coop_rerun_rows(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! chunking, dispatch splitting, read-back. `variant.rs` holds the kernels'
 //! shapes and the choice of one per adapter.
 
+mod coop;
 mod variant;
 
 use ndarray::ArrayView2;
@@ -41,6 +42,8 @@ struct Params {
 pub(crate) struct AssignKernel {
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<(AssignVariant, wgpu::ComputePipeline)>,
+    /// The cooperative-matrix kernel, where the device was opened for it.
+    coop: Option<coop::CoopKernel>,
 }
 
 impl AssignKernel {
@@ -73,12 +76,35 @@ impl AssignKernel {
                 &names,
             );
             let pipelines = variants.into_iter().zip(compiled).collect();
-            AssignKernel { layout, pipelines }
+            (layout, pipelines)
+        })
+        .and_then(|(layout, pipelines)| {
+            let coop = if coop::supported(gpu) && AssignVariant::Coop16.fits(&gpu.limits) {
+                Some(coop::CoopKernel::new(gpu)?)
+            } else {
+                None
+            };
+            Ok(AssignKernel {
+                layout,
+                pipelines,
+                coop,
+            })
+        })
+    }
+
+    /// Rows the cooperative-matrix kernel handed back to an f32 kernel.
+    pub fn coop_rerun_rows(&self) -> usize {
+        self.coop.as_ref().map_or(0, |c| {
+            c.rerun_rows.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 
     pub fn variants(&self) -> Vec<AssignVariant> {
-        self.pipelines.iter().map(|(v, _)| *v).collect()
+        let mut v: Vec<AssignVariant> = self.pipelines.iter().map(|(v, _)| *v).collect();
+        if self.coop.is_some() {
+            v.push(AssignVariant::Coop16);
+        }
+        v
     }
 
     fn pipeline(&self, v: AssignVariant) -> Result<&wgpu::ComputePipeline> {
@@ -121,6 +147,25 @@ pub(crate) fn assign(
     }
     if n == 0 {
         return Ok(Assignment::default());
+    }
+    if variant == AssignVariant::Coop16 {
+        let coop = kernel.coop.as_ref().ok_or_else(|| {
+            Error::Unsupported("cooperative-matrix assign kernel on this device".into())
+        })?;
+        // Rows the f16 products cannot decide, and cases the kernel does
+        // not cover, go to the f32 kernel this adapter would use.
+        let f32s: Vec<AssignVariant> = kernel
+            .variants()
+            .into_iter()
+            .filter(|&v| v != AssignVariant::Coop16)
+            .collect();
+        let fallback = choose(&gpu.info, &f32s);
+        let rerun =
+            |rows: ArrayView2<f32>| assign(gpu, kernel, fallback, max_binding, rows, c, metric);
+        return match coop::assign(gpu, coop, max_binding, x, c, metric, rerun) {
+            Some(r) => r,
+            None => assign(gpu, kernel, fallback, max_binding, x, c, metric),
+        };
     }
     let pipeline = kernel.pipeline(variant)?;
     let dp4 = round_up(d.div_ceil(4).max(1), variant.vec4_align());

@@ -17,19 +17,26 @@ pub const ASSIGN_KERNEL_ENV: &str = "RVC_INDEX_ASSIGN_KERNEL";
 ///   with few registers.
 /// * `Tiled128`: 128 × 128 tiles, 8 × 8 register blocks, 8-float slices
 ///   double buffered in 16 KiB of workgroup memory; for discrete GPUs.
+/// * `Coop16`: cooperative matrices (tensor cores), 16 × 16 × 16 f16
+///   products with f32 accumulation for the candidates, the best four per
+///   row re-scored in f32, rows too close to call re-run with an f32
+///   kernel. Only when asked for (`RVC_INDEX_ASSIGN_KERNEL=coop16`), as it
+///   needs wgpu's experimental cooperative-matrix feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssignVariant {
     Subgroup,
     Tiled64,
     Tiled128,
+    Coop16,
 }
 
 impl AssignVariant {
-    pub const ALL: [AssignVariant; 3] = [
+    pub const ALL: [AssignVariant; 4] = [
         AssignVariant::Subgroup,
         AssignVariant::Tiled64,
         AssignVariant::Tiled128,
+        AssignVariant::Coop16,
     ];
 
     /// The name `RVC_INDEX_ASSIGN_KERNEL` and reports use.
@@ -38,6 +45,7 @@ impl AssignVariant {
             AssignVariant::Subgroup => "subgroup",
             AssignVariant::Tiled64 => "tiled64",
             AssignVariant::Tiled128 => "tiled128",
+            AssignVariant::Coop16 => "coop16",
         }
     }
 
@@ -58,6 +66,7 @@ impl AssignVariant {
             AssignVariant::Subgroup => "assign_subgroup",
             AssignVariant::Tiled64 => "assign_tiled",
             AssignVariant::Tiled128 => "assign_tiled128",
+            AssignVariant::Coop16 => "assign_coop",
         }
     }
 
@@ -65,7 +74,7 @@ impl AssignVariant {
     pub(super) fn rows_per_workgroup(self) -> usize {
         match self {
             AssignVariant::Subgroup => 64 * 4,
-            AssignVariant::Tiled64 => 64,
+            AssignVariant::Tiled64 | AssignVariant::Coop16 => 64,
             AssignVariant::Tiled128 => 128,
         }
     }
@@ -74,7 +83,7 @@ impl AssignVariant {
     pub(super) fn centroid_block(self) -> usize {
         match self {
             AssignVariant::Subgroup => 16,
-            AssignVariant::Tiled64 => 64,
+            AssignVariant::Tiled64 | AssignVariant::Coop16 => 64,
             AssignVariant::Tiled128 => 128,
         }
     }
@@ -85,6 +94,7 @@ impl AssignVariant {
             AssignVariant::Subgroup => 1,
             AssignVariant::Tiled64 => 4,
             AssignVariant::Tiled128 => 2,
+            AssignVariant::Coop16 => 8,
         }
     }
 
@@ -96,6 +106,8 @@ impl AssignVariant {
             AssignVariant::Tiled64 => dp4 / 4 * 5 + 1,
             // Slice steps are written out: one trip per 8-float slice.
             AssignVariant::Tiled128 => dp4 / 2 + 1,
+            // 16 staging trips per 32-float slice, 64 key updates per block.
+            AssignVariant::Coop16 => dp4 / 8 * 17 + 64,
         }
     }
 
@@ -104,7 +116,7 @@ impl AssignVariant {
     pub(super) fn min_workgroups(self) -> usize {
         match self {
             AssignVariant::Subgroup => 1,
-            AssignVariant::Tiled64 | AssignVariant::Tiled128 => 512,
+            _ => 512,
         }
     }
 
@@ -114,6 +126,7 @@ impl AssignVariant {
             AssignVariant::Subgroup => (64, 0),
             AssignVariant::Tiled64 => (256, 2 * 256 * 16 + 2 * 1024 * 4),
             AssignVariant::Tiled128 => (256, 1024 * 16),
+            AssignVariant::Coop16 => (32, 24 * 1024),
         };
         limits.max_compute_invocations_per_workgroup >= invocations
             && limits.max_compute_workgroup_size_x >= 64
@@ -130,7 +143,8 @@ const AMD: u32 = 0x1002;
 /// The kernel for an adapter, among those compiled (`available`): subgroups
 /// on CPU adapters, the large tiles on discrete NVIDIA and AMD GPUs (and any
 /// other discrete GPU), the 64 × 64 tiles elsewhere (integrated GPUs, whose
-/// register files are smaller, and unknown kinds).
+/// register files are smaller, and unknown kinds). Never `Coop16`, which is
+/// opt-in.
 pub(crate) fn choose(info: &wgpu::AdapterInfo, available: &[AssignVariant]) -> AssignVariant {
     let has = |v| available.contains(&v);
     let pick = match info.device_type {
@@ -217,10 +231,10 @@ mod tests {
     }
 
     #[test]
-    fn webgpu_default_limits_fit_every_kernel() {
+    fn webgpu_default_limits_fit_every_f32_kernel() {
         let l = wgpu::Limits::default();
         for v in AssignVariant::ALL {
-            assert!(v.fits(&l), "{v:?}");
+            assert_eq!(v.fits(&l), v != AssignVariant::Coop16, "{v:?}");
         }
     }
 }
