@@ -519,53 +519,6 @@ fn gpu_survives_the_loop_limiter() {
     }
 }
 
-/// The tiled kernels do more work per loop trip, so they reach lavapipe's
-/// 65 535-trip cut-off only with more centroids: 18 000 (64 × 64 tiles) and
-/// 88 000 (128 × 128) of 768 dimensions, one workgroup of rows. Unsplit,
-/// their loops would stop early and the twins planted last be missed.
-#[test]
-fn gpu_tiled_kernels_survive_the_loop_limiter() {
-    let Some(g) = device::gpu() else { return };
-    let d = 768;
-    for (variant, k) in [(AssignVariant::Tiled64, 18_000), (AssignVariant::Tiled128, 88_000)] {
-        if !g.assign_variants().contains(&variant) {
-            continue;
-        }
-        let dp4 = d / 4;
-        let trips = k / variant_block(variant) * variant_trips(variant, dp4);
-        assert!(trips > 65_535, "{variant:?}: {trips} trips would not reach the limit");
-        let mut rng = ChaCha8Rng::seed_from_u64(12);
-        let n = 16;
-        let x = random_rng(&mut rng, n, d);
-        let mut c = random_rng(&mut rng, k, d);
-        for i in 0..n {
-            let noisy = x.row(i).mapv(|v| v + 0.01);
-            c.row_mut(k - 1 - 3 * i).assign(&noisy);
-        }
-        let got = with_variant(variant).assign(x.view(), c.view(), Metric::L2).unwrap();
-        for i in 0..n {
-            assert_eq!(got.labels[i] as usize, k - 1 - 3 * i, "{variant:?} row {i}");
-        }
-    }
-}
-
-/// Centroids per block and loop trips per block of the tiled kernels (as
-/// the shaders loop: per slice one trip, plus four of the inner k-loop in
-/// the 64 × 64 kernel; one per block).
-fn variant_block(v: AssignVariant) -> usize {
-    match v {
-        AssignVariant::Tiled64 => 64,
-        _ => 128,
-    }
-}
-
-fn variant_trips(v: AssignVariant, dp4: usize) -> usize {
-    match v {
-        AssignVariant::Tiled64 => dp4 / 4 * 5 + 1,
-        _ => dp4 / 2 + 1,
-    }
-}
-
 /// Small bindings force several row chunks and centroid chunks per call.
 #[test]
 fn gpu_chunks_rows_and_centroids() {

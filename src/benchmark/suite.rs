@@ -127,9 +127,9 @@ pub fn collect(dir: &Path) -> Result<Value> {
         "compress",
         "expand",
     ]
-        .iter()
-        .filter_map(|n| step_json(dir, n).map(|v| (n.to_string(), v)))
-        .collect();
+    .iter()
+    .filter_map(|n| step_json(dir, n).map(|v| (n.to_string(), v)))
+    .collect();
     let adapter = benches
         .iter()
         .find_map(|(_, v)| v.get("adapter").filter(|a| !a.is_null()).cloned());

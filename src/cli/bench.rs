@@ -20,7 +20,8 @@ use crate::{Error, Result};
 rvc-index bench --synthetic 50000,768 --nprobe 1,4,16 --json bench.json\n  \
 rvc-index bench --data feats.npy --factory IVF{auto},Flat --factory Flat --repeat 3\n\n\
 Stages, as benches/faiss_baseline.py runs them: load (read the .npy files and shuffle the rows \
-as `train` does), compress (mini-batch k-means to 10000 centres when more than 200000 rows \
+as `train` does), assign (only with --stages assign: every row against the first K rows, K from \
+--assign-k, the assignment kernel alone, 2000 rows checked against f64 scoring), compress (mini-batch k-means to 10000 centres when more than 200000 rows \
 remain, as RVC does), exact (exhaustive search: the ground truth), then per index kind: train \
 (coarse k-means; train_pq: the PQ codebooks), add, serialize (the faiss file's size), coarse \
 (the queries' nearest lists), search per nprobe (for RFlat kinds also base_search and refine = \

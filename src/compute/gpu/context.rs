@@ -102,8 +102,10 @@ impl Gpu {
         // cooperative-matrix assign kernel is asked for: wgpu marks them
         // experimental.
         let mut features = adapter.features() & wgpu::Features::SUBGROUP;
-        let coop = std::env::var(super::ASSIGN_KERNEL_ENV)
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case(super::AssignVariant::Coop16.name()));
+        let coop = std::env::var(super::ASSIGN_KERNEL_ENV).is_ok_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case(super::AssignVariant::Coop16.name())
+        });
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
         let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
         if coop && adapter.features().contains(wanted) {

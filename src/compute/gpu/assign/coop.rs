@@ -138,7 +138,9 @@ fn run(
     let max_abs = |m: ArrayView2<f32>| m.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let (sx, sc) = (scale_for(max_abs(x)), scale_for(max_abs(c)));
     if !(max_abs(x).is_finite() && max_abs(c).is_finite()) {
-        return Err(Error::Invalid("assign: the input holds NaN or infinity".into()));
+        return Err(Error::Invalid(
+            "assign: the input holds NaN or infinity".into(),
+        ));
     }
     let cmax = c
         .rows()
@@ -200,7 +202,13 @@ fn run(
         let slots = if n > chunk_rows { 2 } else { 1 };
         let cand_bytes = (chunk_rows * CANDS * 8) as u64;
         let xs: Vec<_> = (0..slots)
-            .map(|_| gpu.buffer("coop rows", chunk_rows as u64 * row_bytes, U::STORAGE | U::COPY_DST))
+            .map(|_| {
+                gpu.buffer(
+                    "coop rows",
+                    chunk_rows as u64 * row_bytes,
+                    U::STORAGE | U::COPY_DST,
+                )
+            })
             .collect();
         let cands: Vec<_> = (0..slots)
             .map(|_| gpu.buffer("coop candidates", cand_bytes, U::STORAGE | U::COPY_SRC))
@@ -306,7 +314,8 @@ mod tests {
     #[test]
     fn kernel_validates_and_compiles_to_spirv() {
         let src = include_str!("../../../../shaders/assign_coop.wgsl");
-        let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+        let module = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
         use naga::valid::{Capabilities, ValidationFlags, Validator};
         let caps = Capabilities::COOPERATIVE_MATRIX
             | Capabilities::SHADER_FLOAT16
