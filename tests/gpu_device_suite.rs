@@ -59,19 +59,25 @@ fn quick_suite_reports_every_figure() {
     );
     let steps = r["steps"].as_array().expect("steps");
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "assign1",
-            "export",
-            "train_gpu",
-            "train_cpu",
-            "search",
-            "compress",
-            "assign2",
-            "expand"
-        ]
-    );
+    let coop = r["adapter"]["cooperative_matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "16x16x16 f16->f32");
+    let mut want = vec!["assign1", "assign_tiled64", "assign_tiled128"];
+    if coop {
+        want.push("assign_coop16");
+    }
+    want.extend([
+        "export",
+        "train_gpu",
+        "search",
+        "compress",
+        "assign2",
+        "expand",
+        "train_cpu",
+    ]);
+    assert_eq!(names, want);
     for s in steps {
         assert_eq!(s["status"], "ok", "{s}\n{stdout}");
     }
@@ -95,7 +101,17 @@ fn quick_suite_reports_every_figure() {
     for x in r["assign"].as_array().unwrap() {
         assert_eq!(x["labels_wrong"], 0, "{x}");
         assert!(x["checked_rows"].as_u64().unwrap() > 0, "{x}");
-        assert_eq!(x["kernel"], a["assign_kernel"], "{x}");
+        let step = x["step"].as_str().unwrap();
+        match step.strip_prefix("assign_") {
+            Some(forced) => assert_eq!(x["kernel"], forced, "{x}"),
+            None => assert_eq!(x["kernel"], a["assign_kernel"], "{x}"),
+        }
+    }
+    // Each forced shape at the first size.
+    let by = r["assign_gflops_by_kernel"].as_object().unwrap();
+    let first = format!("{}x{}x{d}", sizes["assign1"][0], sizes["assign1"][1]);
+    for kern in ["tiled64", "tiled128"] {
+        positive(&by[kern][&first], kern);
     }
 
     positive(&r["train_seconds"], "train_seconds");
@@ -144,7 +160,7 @@ fn spent_budget_still_writes_a_whole_report() {
     let (o, r) = suite(dir.path(), Some("0"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let steps = r["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 8);
+    assert_eq!(steps.len(), 10);
     assert!(steps.iter().all(|s| s["status"] == "skipped"), "{steps:?}");
     assert!(r["train_seconds"].is_null() && r["adapter"].is_null());
     assert_eq!(r["assign_gflops"], serde_json::json!({}));

@@ -14,18 +14,21 @@
 # report. Step outputs: OUTDIR/steps/<step>.json and .log.
 #
 # Steps (full sizes; --quick shrinks every one so that lavapipe runs the
-# whole suite in well under three minutes):
+# whole suite in well under three minutes), in this order:
 #   assign1    bench --stages assign: 200000 x 768 rows against 5128 centroids
+#              with the kernel the adapter gets
+#   assign_tiled64, assign_tiled128
+#              the same with RVC_INDEX_ASSIGN_KERNEL forcing each kernel shape;
+#   assign_coop16  and the cooperative-matrix kernel, only where the adapter
+#              offers 16x16x16 f16->f32 matrices
 #   export     bench --export: the 200000 x 768 set as an experiment folder
 #   train_gpu  train --device gpu on it (RVC's recipe, end to end)
-#   train_cpu  the same with --device cpu
 #   search     bench --stages search: IVF-Flat and IVF-PQ fast-scan + RFlat,
 #              nprobe 1 and 16, 10000 queries (includes k-means, exact search)
 #   compress   bench: 1000000 x 768 compressed to 10000 centres
 #   assign2    bench --stages assign: 1000000 x 768 against 10000 centroids
-#   assign_coop  assign1 with RVC_INDEX_ASSIGN_KERNEL=coop16 (cooperative
-#              matrices), only where the adapter offers 16x16x16 f16->f32
 #   expand     bench --stages expand: alpha-QE of 200000 x 768
+#   train_cpu  train --device cpu on the experiment (last: the slowest)
 set -u
 
 quick=0
@@ -145,23 +148,31 @@ s=$out/steps
 
 step assign1 $limit_short "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
     --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign1.json"
+# assign1 once more with every kernel shape forced, for the per-adapter
+# choice; the cooperative-matrix kernel where the adapter has its shape.
+kernels="tiled64 tiled128"
+if grep -q '"16x16x16 f16->f32"' "$s/assign1.json" 2>/dev/null; then
+    kernels="$kernels coop16"
+fi
+for kern in $kernels; do
+    step "assign_$kern" $limit_short env RVC_INDEX_ASSIGN_KERNEL=$kern \
+        "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
+        --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign_$kern.json"
+done
+
 step export $limit_short "$bin" bench --synthetic "$N_TRAIN,$D" --export "$exp"
 step train_gpu $limit_long "$bin" train "$exp" --device gpu -q --json="$s/train_gpu.json"
-step train_cpu $limit_long "$bin" train "$exp" --device cpu -q --json="$s/train_cpu.json"
 step search $limit_long "$bin" bench --device gpu -q --synthetic "$N_SEARCH,$D" \
     --stages search --nprobe 1,16 --queries "$QUERIES" --compress off --json "$s/search.json"
 step compress $limit_long "$bin" bench --device gpu -q --synthetic "$N_COMPRESS,$D" \
     --stages compress --compress "$K_COMPRESS" --queries 1 --json "$s/compress.json"
 step assign2 $limit_short "$bin" bench --device gpu -q --synthetic "$N_BIG,$D" \
     --stages assign --assign-k "$K2" --compress off --queries 1 --json "$s/assign2.json"
-# The cooperative-matrix kernel, where the adapter has the shape it uses.
-if grep -q '"16x16x16 f16->f32"' "$s/assign1.json" 2>/dev/null; then
-    step assign_coop $limit_short env RVC_INDEX_ASSIGN_KERNEL=coop16 \
-        "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
-        --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign_coop.json"
-fi
 step expand $limit_long "$bin" bench --device gpu -q --synthetic "$N_EXPAND,$D" \
     --stages expand --compress off --queries 1 --json "$s/expand.json"
+
+# Last: the CPU comparison, the slowest step.
+step train_cpu $limit_long "$bin" train "$exp" --device cpu -q --json="$s/train_cpu.json"
 
 rm -rf "$out/work"
 echo

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
+use crate::compute::gpu::AssignVariant;
 use crate::{Error, Result};
 
 /// fp32 peak (TFLOP/s, vector units, no tensor cores) of adapters by name:
@@ -119,17 +120,16 @@ fn stage_named<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 pub fn collect(dir: &Path) -> Result<Value> {
     let steps = read_steps(dir)?;
     let config = step_json(dir, "config").unwrap_or(Value::Null);
-    let benches: Vec<(String, Value)> = [
-        "assign1",
-        "assign2",
-        "assign_coop",
-        "search",
-        "compress",
-        "expand",
-    ]
-    .iter()
-    .filter_map(|n| step_json(dir, n).map(|v| (n.to_string(), v)))
-    .collect();
+    let forced: Vec<String> = AssignVariant::ALL
+        .iter()
+        .map(|v| format!("assign_{}", v.name()))
+        .collect();
+    let benches: Vec<(String, Value)> = ["assign1", "assign2", "search", "compress", "expand"]
+        .into_iter()
+        .map(String::from)
+        .chain(forced)
+        .filter_map(|n| step_json(dir, &n).map(|v| (n, v)))
+        .collect();
     let adapter = benches
         .iter()
         .find_map(|(_, v)| v.get("adapter").filter(|a| !a.is_null()).cloned());
@@ -149,7 +149,7 @@ pub fn collect(dir: &Path) -> Result<Value> {
 
     let mut shares = Map::new();
     let mut assign_gflops = Map::new();
-    let mut assign_gflops_coop = Map::new();
+    let mut by_kernel: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let mut assign = Vec::new();
     for (name, v) in benches.iter().filter(|(n, _)| n.starts_with("assign")) {
         for st in stages(v).filter(|s| s.get("name").and_then(Value::as_str) == Some("assign")) {
@@ -161,13 +161,17 @@ pub fn collect(dir: &Path) -> Result<Value> {
                 info["d"].as_u64().unwrap_or(0)
             );
             let g = f(st, "gflops");
-            if name == "assign_coop" {
-                assign_gflops_coop.insert(size.clone(), json!(g));
-                shares.insert(format!("assign {size} coop16"), share(g));
-            } else {
+            let kernel = info["kernel"].as_str().unwrap_or("?").to_string();
+            if name == "assign1" || name == "assign2" {
                 assign_gflops.insert(size.clone(), json!(g));
                 shares.insert(format!("assign {size}"), share(g));
+            } else {
+                shares.insert(format!("assign {size} {kernel}"), share(g));
             }
+            by_kernel
+                .entry(kernel)
+                .or_default()
+                .insert(size.clone(), json!(g));
             assign.push(json!({
                 "step": name,
                 "size": size,
@@ -259,10 +263,11 @@ pub fn collect(dir: &Path) -> Result<Value> {
         "fp32_peak_source": peak.map(|p| format!("table entry {:?} (vector fp32, no tensor cores)", p.0)),
         "cpu": first.and_then(|v| v.get("cpu")).cloned(),
         "threads": first.and_then(|v| v.get("threads")).cloned(),
+        // With the kernel the adapter chose.
         "assign_gflops": assign_gflops,
-        // The cooperative-matrix kernel (f16 products), where the adapter
-        // has it: fp32 peak shares above 1 are possible there.
-        "assign_gflops_coop": assign_gflops_coop,
+        // Per kernel shape (forced): the cooperative-matrix kernel (f16
+        // products) can exceed the fp32 peak.
+        "assign_gflops_by_kernel": by_kernel,
         "assign": assign,
         "train_seconds": train_gpu.get("seconds").cloned().unwrap_or(Value::Null),
         "cpu_train_seconds": train_cpu.get("seconds").cloned().unwrap_or(Value::Null),
