@@ -107,6 +107,16 @@ fn quick_suite_reports_every_figure() {
             None => assert_eq!(x["kernel"], a["assign_kernel"], "{x}"),
         }
     }
+    // The kernels alone, from device timestamps where the adapter has them.
+    let kg = r["assign_kernel_gflops"]
+        .as_object()
+        .expect("assign_kernel_gflops");
+    assert_eq!(kg.len(), 2, "{kg:?}");
+    for (size, v) in kg {
+        if !v.is_null() {
+            positive(v, size);
+        }
+    }
     // Each forced shape at the first size.
     let by = r["assign_gflops_by_kernel"].as_object().unwrap();
     let first = format!("{}x{}x{d}", sizes["assign1"][0], sizes["assign1"][1]);

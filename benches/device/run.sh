@@ -147,7 +147,7 @@ rm -rf "$exp"
 s=$out/steps
 
 step assign1 $limit_short "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
-    --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign1.json"
+    --stages assign --repeat 3 --assign-k "$K1" --compress off --queries 1 --json "$s/assign1.json"
 # assign1 once more with every kernel shape forced, for the per-adapter
 # choice; the cooperative-matrix kernel where the adapter has its shape.
 kernels="tiled64 tiled128"
@@ -157,7 +157,7 @@ fi
 for kern in $kernels; do
     step "assign_$kern" $limit_short env RVC_INDEX_ASSIGN_KERNEL=$kern \
         "$bin" bench --device gpu -q --synthetic "$N_TRAIN,$D" \
-        --stages assign --assign-k "$K1" --compress off --queries 1 --json "$s/assign_$kern.json"
+        --stages assign --repeat 3 --assign-k "$K1" --compress off --queries 1 --json "$s/assign_$kern.json"
 done
 
 step export $limit_short "$bin" bench --synthetic "$N_TRAIN,$D" --export "$exp"
@@ -167,7 +167,7 @@ step search $limit_long "$bin" bench --device gpu -q --synthetic "$N_SEARCH,$D" 
 step compress $limit_long "$bin" bench --device gpu -q --synthetic "$N_COMPRESS,$D" \
     --stages compress --compress "$K_COMPRESS" --queries 1 --json "$s/compress.json"
 step assign2 $limit_short "$bin" bench --device gpu -q --synthetic "$N_BIG,$D" \
-    --stages assign --assign-k "$K2" --compress off --queries 1 --json "$s/assign2.json"
+    --stages assign --repeat 3 --assign-k "$K2" --compress off --queries 1 --json "$s/assign2.json"
 step expand $limit_long "$bin" bench --device gpu -q --synthetic "$N_EXPAND,$D" \
     --stages expand --compress off --queries 1 --json "$s/expand.json"
 

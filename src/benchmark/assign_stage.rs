@@ -86,12 +86,21 @@ pub fn run(
         let k = k.min(n);
         let c = db.slice(s![..k, ..]).to_owned();
         let reruns = || backend.adapter().map_or(0, |a| a.coop_rerun_rows);
-        let before = reruns();
+        let on_device = || backend.adapter().and_then(|a| a.assign_kernel_seconds);
+        let (before, dev0) = (reruns(), on_device());
         let (a, t, p) = timed(repeat, peak, || backend.assign(db, c.view(), Metric::L2))?;
         let rerun = reruns() - before;
+        // The kernels alone, from device timestamps: per run, no transfers.
+        let kernel_s = match (dev0, on_device()) {
+            (Some(a), Some(b)) if b > a => Some((b - a) / repeat.max(1) as f64),
+            _ => None,
+        };
+        let flops = 2.0 * n as f64 * k as f64 * d as f64;
         let checked = check_sample(db, c.view(), &a.labels);
         let mut st = Stage::new("assign", t)
-            .flops(2.0 * n as f64 * k as f64 * d as f64)
+            .flops(flops)
+            .info("kernel_s", kernel_s)
+            .info("kernel_gflops", kernel_s.map(|s| flops / s / 1e9))
             .info("rows", n)
             .info("k", k)
             .info("d", d)

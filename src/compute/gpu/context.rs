@@ -17,6 +17,8 @@ pub(crate) struct Gpu {
     /// The adapter's cooperative-matrix shapes ("16x16x16 f16->f32", …);
     /// empty where it has none.
     pub cooperative_matrix: Vec<String>,
+    /// Nanoseconds the timed passes (`PassTimer`) took on the device, summed.
+    pub kernel_ns: std::sync::atomic::AtomicU64,
     /// Errors no scope caught (e.g. raised on another thread); reported by
     /// the next `checked` call instead of wgpu's default panic.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -101,7 +103,9 @@ impl Gpu {
         // where offered. Cooperative matrices (and f16) only when the
         // cooperative-matrix assign kernel is asked for: wgpu marks them
         // experimental.
-        let mut features = adapter.features() & wgpu::Features::SUBGROUP;
+        // Timestamps time the kernels on the device (bench's kernel_s).
+        let mut features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let coop = std::env::var(super::ASSIGN_KERNEL_ENV).is_ok_and(|v| {
             v.trim()
                 .eq_ignore_ascii_case(super::AssignVariant::Coop16.name())
@@ -136,6 +140,7 @@ impl Gpu {
             info,
             limits,
             cooperative_matrix,
+            kernel_ns: Default::default(),
             uncaptured,
         })
     }
@@ -300,6 +305,66 @@ impl Gpu {
                 compilation_options: Default::default(),
                 cache: None,
             })
+    }
+}
+
+/// Device timestamps at the start and end of a compute pass, where the
+/// device has them: `writes` goes into the pass descriptor, `resolve` after
+/// the pass copies the two ticks into a read-back buffer, `add` counts the
+/// read-back ticks into `Gpu::kernel_ns`.
+pub(crate) struct PassTimer {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+}
+
+/// Bytes `PassTimer::resolve` writes.
+pub(crate) const TIMER_BYTES: u64 = 16;
+
+impl Gpu {
+    pub fn pass_timer(&self) -> Option<PassTimer> {
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return None;
+        }
+        Some(PassTimer {
+            set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: self.buffer(
+                "pass timer ticks",
+                TIMER_BYTES,
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+        })
+    }
+
+    /// Add the pass time in `ticks` (what `PassTimer::resolve` copied).
+    pub fn add_ticks(&self, ticks: &[u8]) {
+        let t: &[u64] = bytemuck::cast_slice(&ticks[..TIMER_BYTES as usize]);
+        let ns = t[1].saturating_sub(t[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        self.kernel_ns
+            .fetch_add(ns as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl PassTimer {
+    pub fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        }
+    }
+
+    /// After the pass: the ticks into `dst` at `offset` (a multiple of 8).
+    pub fn resolve(&self, enc: &mut wgpu::CommandEncoder, dst: &wgpu::Buffer, offset: u64) {
+        enc.resolve_query_set(&self.set, 0..2, &self.resolved, 0);
+        enc.copy_buffer_to_buffer(&self.resolved, 0, dst, offset, TIMER_BYTES);
     }
 }
 

@@ -160,6 +160,10 @@ pub struct AdapterReport {
     pub max_invocations_per_workgroup: u32,
     /// Rows the cooperative-matrix kernel has re-run in f32 so far.
     pub coop_rerun_rows: usize,
+    /// Seconds the assign kernels have run on the device so far (GPU
+    /// timestamps around each pass; none where the adapter has no
+    /// timestamp queries).
+    pub assign_kernel_seconds: Option<f64>,
 }
 
 impl GpuBackend {
@@ -181,6 +185,17 @@ impl GpuBackend {
             max_workgroup_storage_bytes: self.gpu.limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: self.gpu.limits.max_compute_invocations_per_workgroup,
             coop_rerun_rows: self.coop_rerun_rows(),
+            assign_kernel_seconds: self
+                .gpu
+                .device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY)
+                .then(|| {
+                    self.gpu
+                        .kernel_ns
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64
+                        * 1e-9
+                }),
         }
     }
 }

@@ -10,7 +10,7 @@ use ndarray::ArrayView2;
 pub use variant::{ASSIGN_KERNEL_ENV, AssignVariant};
 pub(crate) use variant::{choose, from_env};
 
-use super::context::{Gpu, bind, pipelined_chunks, round_up, upload_rows};
+use super::context::{Gpu, PassTimer, TIMER_BYTES, bind, pipelined_chunks, round_up, upload_rows};
 use crate::compute::Assignment;
 use crate::{Error, Metric, Result};
 
@@ -253,11 +253,13 @@ pub(crate) fn assign(
                 )
             })
             .collect();
+        // The bests, then (where the device has timestamps) the pass's ticks.
+        let timers: Vec<Option<PassTimer>> = (0..slots).map(|_| gpu.pass_timer()).collect();
         let readbacks: Vec<_> = (0..slots)
             .map(|_| {
                 gpu.buffer(
                     "assign read-back",
-                    best_bytes,
+                    best_bytes + TIMER_BYTES,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 )
             })
@@ -305,7 +307,10 @@ pub(crate) fn assign(
                 upload_rows(gpu, &xs[slot], x.slice(ndarray::s![rows, ..]), padded, dp4)?;
                 let mut enc = gpu.device.create_command_encoder(&Default::default());
                 {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("assign"),
+                        timestamp_writes: timers[slot].as_ref().map(|t| t.writes()),
+                    });
                     pass.set_pipeline(pipeline);
                     for &(chunk, offset) in &dispatches {
                         pass.set_bind_group(0, &groups[slot][chunk], &[offset]);
@@ -313,12 +318,23 @@ pub(crate) fn assign(
                     }
                 }
                 enc.copy_buffer_to_buffer(&bests[slot], 0, &readbacks[slot], 0, padded as u64 * 8);
+                if let Some(t) = &timers[slot] {
+                    t.resolve(&mut enc, &readbacks[slot], best_bytes);
+                }
                 Ok((gpu.queue.submit([enc.finish()]), ()))
             },
             |slot, rows, submission, ()| {
-                let len = (rows.len() * 8) as u64;
+                let timed = timers[slot].is_some();
+                let len = if timed {
+                    best_bytes + TIMER_BYTES
+                } else {
+                    (rows.len() * 8) as u64
+                };
                 gpu.read(submission, &readbacks[slot], len, |bytes| {
-                    let best: &[[u32; 2]] = bytemuck::cast_slice(bytes);
+                    if timed {
+                        gpu.add_ticks(&bytes[best_bytes as usize..]);
+                    }
+                    let best: &[[u32; 2]] = bytemuck::cast_slice(&bytes[..rows.len() * 8]);
                     for (i, b) in rows.zip(best) {
                         let key = f32::from_bits(b[0]);
                         out.labels[i] = b[1];
