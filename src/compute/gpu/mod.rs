@@ -20,6 +20,7 @@ mod context;
 mod list_scan;
 mod pq_assign;
 mod pq_train;
+mod timer;
 mod weighted_sum;
 
 use ndarray::{Array2, ArrayView2};

@@ -10,7 +10,8 @@ use ndarray::ArrayView2;
 pub use variant::{ASSIGN_KERNEL_ENV, AssignVariant};
 pub(crate) use variant::{choose, from_env};
 
-use super::context::{Gpu, PassTimer, TIMER_BYTES, bind, pipelined_chunks, round_up, upload_rows};
+use super::context::{Gpu, bind, pipelined_chunks, round_up, upload_rows};
+use super::timer::{PassTimer, TIMER_BYTES};
 use crate::compute::Assignment;
 use crate::{Error, Metric, Result};
 
