@@ -474,11 +474,14 @@ fn with_variant(variant: AssignVariant) -> GpuBackend {
 fn variants(g: &GpuBackend) -> Vec<AssignVariant> {
     let v = g.assign_variants();
     if g.info().device_type == "Cpu" {
-        assert!(
-            v.contains(&AssignVariant::Subgroup),
-            "no subgroup kernel on {:?}",
-            g.info()
-        );
+        // Lavapipe runs every f32 kernel shape, so each is tested here.
+        for shape in [
+            AssignVariant::Subgroup,
+            AssignVariant::Tiled64,
+            AssignVariant::Tiled128,
+        ] {
+            assert!(v.contains(&shape), "no {shape:?} kernel on {:?}", g.info());
+        }
         assert_eq!(g.assign_variant(), AssignVariant::Subgroup);
     }
     v
@@ -537,13 +540,20 @@ fn gpu_chunks_rows_and_centroids() {
                 &format!("{variant:?} chunked {metric}"),
             );
         }
-        // 64 rows per binding: less than a subgroup-kernel workgroup covers.
+        // 64 rows per binding: less than a subgroup-kernel or 128-row
+        // workgroup covers.
         let tiny = g.with_max_binding(64 * 256);
         match (variant, tiny.assign(x.view(), c.view(), Metric::L2)) {
-            (AssignVariant::Tiled, Ok(got)) => {
-                check_gpu(x.view(), c.view(), Metric::L2, &got, "Tiled, tiny bindings");
+            (AssignVariant::Tiled64, Ok(got)) => {
+                check_gpu(
+                    x.view(),
+                    c.view(),
+                    Metric::L2,
+                    &got,
+                    "Tiled64, tiny bindings",
+                );
             }
-            (AssignVariant::Subgroup, Err(rvc_index::Error::Gpu(_))) => {}
+            (AssignVariant::Subgroup | AssignVariant::Tiled128, Err(rvc_index::Error::Gpu(_))) => {}
             (v, r) => panic!("{v:?} with tiny bindings: {:?}", r.map(|_| ())),
         }
     }

@@ -299,3 +299,57 @@ fn wide_pq_tables() {
         }
     }
 }
+
+/// The lists stay on the device between searches: the same index searched
+/// again (other queries, other nprobe) uploads nothing, while an index
+/// with other contents — changed in place, or a new one in memory the old
+/// one may have left — is uploaded and searched as itself.
+#[test]
+fn lists_stay_resident_across_searches() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = random(&mut rng, 3000, 16);
+    let q1 = random(&mut rng, 40, 16);
+    let q2 = random(&mut rng, 25, 16);
+    for factory in ["IVF16,Flat", "IVF16,PQ4x4fs"] {
+        let exact = factory.contains("PQ");
+        let mut index = make(&x, factory, Metric::L2);
+        g.clear_resident();
+        let u0 = g.list_uploads();
+        check(&g, &index, &q1, 5, 4, exact, factory);
+        // Lists once, and for nprobe > 1 the coarse centroids (a k-NN).
+        let u1 = g.list_uploads();
+        assert_eq!(u1 - u0, 2, "{factory}: first search");
+        check(&g, &index, &q2, 5, 4, exact, factory);
+        check(&g, &index, &q1, 3, 8, exact, factory);
+        assert_eq!(
+            g.list_uploads(),
+            u1,
+            "{factory}: searches of resident lists"
+        );
+
+        // Change one stored entry in place: same addresses, new contents.
+        match &mut index {
+            Index::IvfFlat(ix) => {
+                let l = ix.lists.iter_mut().find(|l| !l.ids.is_empty()).unwrap();
+                l.codes[..16].copy_from_slice(q1.row(0).as_slice().unwrap());
+            }
+            Index::IvfPqFastScan(ix) => {
+                let l = ix.lists.iter_mut().find(|l| !l.ids.is_empty()).unwrap();
+                l.codes[0] ^= 0x5a;
+            }
+            _ => unreachable!(),
+        }
+        // Every list probed: for IVF-Flat the changed entry is then query
+        // 0's nearest, which stale buffers would miss.
+        check(&g, &index, &q1, 5, 16, exact, &format!("{factory} changed"));
+        assert_eq!(g.list_uploads(), u1 + 1, "{factory}: changed lists");
+
+        // A new index of the same shape, built after the old one is gone.
+        drop(index);
+        let y = random(&mut rng, 3000, 16);
+        let other = make(&y, factory, Metric::L2);
+        check(&g, &other, &q1, 5, 4, exact, &format!("{factory} other"));
+        assert!(g.list_uploads() >= u1 + 2, "{factory}: other index");
+    }
+}

@@ -68,7 +68,7 @@ fn codebook_and_codes_follow_faiss() {
 // Lockstep training against independent references.
 
 use rvc_index::Metric;
-use rvc_index::compute::Backend;
+use rvc_index::compute::{Backend, PqSpace};
 use rvc_index::train::kmeans::{self, KmeansParams};
 
 /// The CPU backend without `assign_top2`, so that `kmeans::train` reassigns
@@ -167,5 +167,107 @@ fn encode_is_the_nearest_sub_centroid() {
     for (row, c) in x.rows().into_iter().zip(codes.rows()) {
         let want = q.encode(row.as_slice().unwrap());
         assert_eq!(c.to_vec(), want);
+    }
+}
+
+/// The GPU backend's `pq_assign` without its `pq_train`: the lockstep loop
+/// then runs on the host, one `pq_assign` call per iteration.
+struct HostLoop(rvc_index::compute::gpu::GpuBackend);
+
+impl Backend for HostLoop {
+    fn info(&self) -> rvc_index::compute::BackendInfo {
+        self.0.info()
+    }
+    fn assign(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        c: ndarray::ArrayView2<f32>,
+        metric: Metric,
+    ) -> rvc_index::Result<rvc_index::compute::Assignment> {
+        self.0.assign(x, c, metric)
+    }
+    fn centroid_sums(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        labels: &[u32],
+        k: usize,
+    ) -> rvc_index::Result<(Array2<f32>, Vec<u64>)> {
+        self.0.centroid_sums(x, labels, k)
+    }
+    fn pq_assign(
+        &self,
+        x: ndarray::ArrayView2<f32>,
+        codebooks: ndarray::ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+    ) -> rvc_index::Result<rvc_index::compute::PqAssignment> {
+        self.0.pq_assign(x, codebooks, m, ksub)
+    }
+}
+
+/// Training on the device (all iterations in one submission) gives the
+/// codebooks of the host loop over the same device's `pq_assign`, bit for
+/// bit: without splits, with every sub-space splitting at once, and with
+/// one sub-space splitting (it comes back to the host) while the others
+/// stay on the device.
+#[test]
+fn device_training_equals_the_host_loop() {
+    let Some(g) = gpu() else { return };
+    let big = mixture(5000, 32, 40, 12);
+    let mut clumps = mixture(60, 12, 3, 5);
+    let init = kmeans::rand_perm(60, 1235);
+    let first = clumps.row(init[0]).to_owned();
+    clumps.row_mut(init[1]).assign(&first);
+    // Only sub-space 0 (columns 0..4 of M = 4) starts with a duplicate.
+    let mut one = mixture(300, 16, 12, 8);
+    let init = kmeans::rand_perm(300, 1235);
+    let head = one.slice(ndarray::s![init[0], ..4]).to_owned();
+    one.slice_mut(ndarray::s![init[1], ..4]).assign(&head);
+    let host = HostLoop(rvc_index::compute::gpu::GpuBackend::new(true).unwrap());
+    for (x, m, what) in [
+        (&big, 8, "no splits"),
+        (&big, 32, "M32"),
+        (&clumps, 4, "every sub-space splits"),
+        (&one, 4, "one sub-space splits"),
+    ] {
+        let trained = g
+            .pq_train(
+                x.view(),
+                Array2::<f32>::zeros((m * pq::KSUB, x.ncols() / m)).view(),
+                m,
+                pq::KSUB,
+                1,
+            )
+            .map(|r| r.is_ok());
+        assert_eq!(trained, Some(true), "{what}: the device path must run");
+        let dev = pq::train(&g, x.view(), m).unwrap();
+        let hl = pq::train(&host, x.view(), m).unwrap();
+        assert_eq!(dev, hl, "{what}");
+        // Where the device stopped each sub-space (no subsample below 4096
+        // rows: the initial centroids are rows rand_perm(n, 1235)[..16]).
+        if x.nrows() <= pq::TRAIN_ROWS {
+            let ds = x.ncols() / m;
+            let first = kmeans::rand_perm(x.nrows(), 1235);
+            let rows = x.select(ndarray::Axis(0), &first[..pq::KSUB]);
+            let mut init = Array2::<f32>::zeros((m * pq::KSUB, ds));
+            for sq in 0..m {
+                init.slice_mut(ndarray::s![sq * pq::KSUB..(sq + 1) * pq::KSUB, ..])
+                    .assign(&rows.slice(ndarray::s![.., sq * ds..(sq + 1) * ds]));
+            }
+            let t = g
+                .pq_train(x.view(), init.view(), m, pq::KSUB, 25)
+                .unwrap()
+                .unwrap();
+            let stalled: Vec<bool> = t
+                .spaces
+                .iter()
+                .map(|s| matches!(s, PqSpace::Stalled { iteration: 0, .. }))
+                .collect();
+            let want = match what {
+                "one sub-space splits" => vec![true, false, false, false],
+                _ => vec![true; m],
+            };
+            assert_eq!(stalled, want, "{what}: {:?}", t.spaces);
+        }
     }
 }

@@ -6,10 +6,12 @@
 //! Every backend call returns host data, so a stage's time includes the GPU's
 //! final readback: no stage stops its clock on a mere submit.
 
+mod assign_stage;
 mod pipeline;
 pub mod plot;
 mod recall_table;
 mod report;
+pub mod suite;
 
 pub use pipeline::run;
 pub use recall_table::{print_recall_table, recall_series};
@@ -68,6 +70,8 @@ impl DataSource {
 /// Stages that can be left out; load (and compression where it applies) always run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StageSet {
+    /// The assignment kernel alone (`--assign-k`); not implied by the others.
+    pub assign: bool,
     pub train: bool,
     pub add: bool,
     pub search: bool,
@@ -75,17 +79,21 @@ pub struct StageSet {
 }
 
 impl StageSet {
+    /// Every stage of the pipeline (the assign stage stands apart: it is
+    /// only run when asked for).
     pub const ALL: StageSet = StageSet {
+        assign: false,
         train: true,
         add: true,
         search: true,
         expand: true,
     };
 
-    /// A comma-separated subset of `train,add,search,expand`; as in the
-    /// harness, search implies add and add implies train.
+    /// A comma-separated subset of `assign,train,add,search,expand`; as in
+    /// the harness, search implies add and add implies train.
     pub fn parse(s: &str) -> Result<Self> {
         let mut set = StageSet {
+            assign: false,
             train: false,
             add: false,
             search: false,
@@ -93,6 +101,7 @@ impl StageSet {
         };
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match p {
+                "assign" => set.assign = true,
                 "train" => set.train = true,
                 "add" => set.add = true,
                 "search" => set.search = true,
@@ -100,7 +109,7 @@ impl StageSet {
                 "load" | "compress" => {}
                 _ => {
                     return Err(Error::Invalid(format!(
-                        "--stages: unknown stage {p:?} (choose from load, compress, train, add, search, expand)"
+                        "--stages: unknown stage {p:?} (choose from load, compress, assign, train, add, search, expand)"
                     )));
                 }
             }
@@ -132,6 +141,8 @@ pub struct BenchConfig {
     /// `--recall R`: run `train --recall`'s measurement on every IVF index
     /// built and also search at the nprobe it chooses.
     pub recall: Option<f64>,
+    /// Centroid counts of the assign stage; empty: RVC's list count for the rows.
+    pub assign_k: Vec<usize>,
 }
 
 impl BenchConfig {
@@ -149,6 +160,7 @@ impl BenchConfig {
             compress: Compress::Auto,
             stages: StageSet::ALL,
             recall: None,
+            assign_k: Vec::new(),
         }
     }
 
@@ -166,6 +178,9 @@ impl BenchConfig {
             return Err(Error::Invalid(
                 "--nprobe needs one or more positive numbers".into(),
             ));
+        }
+        if self.assign_k.contains(&0) {
+            return Err(Error::Invalid("--assign-k needs positive numbers".into()));
         }
         if self.qe_rows == Some(0) {
             return Err(Error::Invalid("--qe-rows must be at least 1".into()));

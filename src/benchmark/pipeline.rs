@@ -21,7 +21,7 @@ use crate::{Error, Metric, Result, qe};
 /// Runs `f` `repeat` times (the previous result dropped first, so memory
 /// peaks are one run's), returning the last result, every run's seconds and
 /// the stage's peak resident memory.
-fn timed<T>(
+pub(super) fn timed<T>(
     repeat: usize,
     peak: &mut Option<u64>,
     mut f: impl FnMut() -> Result<T>,
@@ -184,6 +184,17 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
     };
     let db: ArrayView2<f32> = centres.as_ref().map_or(db_raw, |c| c.view());
     let n = db.nrows();
+
+    // ---- assign: the nearest-centroid kernel alone
+    if cfg.stages.assign {
+        let ks = if cfg.assign_k.is_empty() {
+            vec![crate::train::rvc::rvc_nlist(n)]
+        } else {
+            cfg.assign_k.clone()
+        };
+        step(&format!("assign {n} rows to {ks:?} centroids"));
+        stages.extend(super::assign_stage::run(backend, db, &ks, r, &mut peak)?);
+    }
 
     // ---- exact search: the ground truth for recall
     let truth = if cfg.stages.search {
@@ -475,6 +486,7 @@ pub fn run(backend: &dyn Backend, cfg: &BenchConfig, progress: &Progress) -> Res
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         backend: backend.info(),
+        adapter: backend.adapter(),
         cpu: cpu_model(),
         threads: rayon::current_num_threads(),
         config: cfg.clone(),

@@ -147,6 +147,9 @@ pub struct Report {
     pub version: &'static str,
     pub date_unix_s: u64,
     pub backend: BackendInfo,
+    /// The GPU adapter's details (driver, kernel shapes); absent on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<crate::compute::gpu::AdapterReport>,
     /// Processor model (`/proc/cpuinfo`) and logical CPUs.
     pub cpu: String,
     pub threads: usize,

@@ -20,7 +20,8 @@ use crate::{Error, Result};
 rvc-index bench --synthetic 50000,768 --nprobe 1,4,16 --json bench.json\n  \
 rvc-index bench --data feats.npy --factory IVF{auto},Flat --factory Flat --repeat 3\n\n\
 Stages, as benches/faiss_baseline.py runs them: load (read the .npy files and shuffle the rows \
-as `train` does), compress (mini-batch k-means to 10000 centres when more than 200000 rows \
+as `train` does), assign (only with --stages assign: every row against the first K rows, K from \
+--assign-k, the assignment kernel alone, 2000 rows checked against f64 scoring), compress (mini-batch k-means to 10000 centres when more than 200000 rows \
 remain, as RVC does), exact (exhaustive search: the ground truth), then per index kind: train \
 (coarse k-means; train_pq: the PQ codebooks), add, serialize (the faiss file's size), coarse \
 (the queries' nearest lists), search per nprobe (for RFlat kinds also base_search and refine = \
@@ -38,7 +39,7 @@ pub struct BenchArgs {
     #[arg(
         long,
         conflicts_with = "synthetic",
-        required_unless_present = "synthetic"
+        required_unless_present_any = ["synthetic", "suite_report"]
     )]
     pub data: Option<PathBuf>,
     /// Synthetic RVC-like data as the faiss baseline harness generates it: N,D[,SEED].
@@ -72,7 +73,8 @@ pub struct BenchArgs {
     /// Compression to k-means centres: auto (RVC: above 200000 rows), off, or K.
     #[arg(long, default_value = "auto", value_parser = Compress::parse)]
     pub compress: Compress,
-    /// Stages to run (load and compress always run): train,add,search,expand.
+    /// Stages to run (load and compress always run): train,add,search,expand,
+    /// and assign (the assignment kernel alone, only when named).
     #[arg(long, default_value = "train,add,search,expand")]
     pub stages: String,
     /// Also run `train --recall R`'s measurement on every IVF index built
@@ -85,6 +87,20 @@ pub struct BenchArgs {
     /// kind, points labelled with their nprobe) into this PNG file.
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
+    /// Centroid counts of the assign stage (the first K rows are the
+    /// centroids); default: RVC's list count for the rows.
+    #[arg(long, value_delimiter = ',', value_name = "K")]
+    pub assign_k: Vec<usize>,
+    /// Write the --synthetic rows as an RVC experiment folder
+    /// (DIR/3_feature768/ for D = 768, 3_feature256/ for D = 256, else
+    /// DIR/ itself; one .npy per utterance) and stop, so that `train` can run
+    /// on it.
+    #[arg(long, value_name = "DIR", requires = "synthetic")]
+    pub export: Option<PathBuf>,
+    /// Assemble the GPU suite's report from the step outputs in DIR
+    /// (benches/device/run.sh calls this): DIR/gpu_report.json and a table.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "synthetic", "export"])]
+    pub suite_report: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -112,6 +128,7 @@ impl BenchArgs {
         c.compress = self.compress;
         c.stages = StageSet::parse(&self.stages)?;
         c.recall = self.recall;
+        c.assign_k = self.assign_k.clone();
         c.check()?;
         if let Some(png) = &self.png {
             let dir = png.parent().filter(|d| !d.as_os_str().is_empty());
@@ -132,8 +149,14 @@ impl BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if let Some(dir) = &a.suite_report {
+        return benchmark::suite::report(dir, &mut std::io::stdout());
+    }
     a.json.check()?;
     let cfg = a.config()?;
+    if let Some(dir) = &a.export {
+        return export(dir, &cfg.data);
+    }
     let progress = a.common.progress(&VerboseArgs::default());
     // The table names the backend; no status line for it.
     let backend = crate::compute::select_backend(a.common.device)?;
@@ -157,4 +180,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         benchmark::plot::recall_png(png, &title, cfg.k, &benchmark::recall_series(&report))?;
     }
     a.json.emit(&report)
+}
+
+/// `--export DIR`: the synthetic rows as an experiment folder.
+fn export(dir: &std::path::Path, data: &DataSource) -> Result<()> {
+    let DataSource::Synthetic { n, d, seed } = *data else {
+        return Err(Error::Invalid("--export needs --synthetic".into()));
+    };
+    let features = match d {
+        768 => dir.join("3_feature768"),
+        256 => dir.join("3_feature256"),
+        _ => dir.to_path_buf(),
+    };
+    crate::synthetic::write_experiment(&features, n, d, seed)?;
+    println!("wrote {n} rows x {d} to {}", features.display());
+    Ok(())
 }

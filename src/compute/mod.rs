@@ -37,6 +37,27 @@ pub struct PqAssignment {
     pub distances: Array2<f32>,
 }
 
+/// Where a backend's PQ training (`Backend::pq_train`) left one sub-space.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PqSpace {
+    /// Its labels did not change at this iteration: its centroids are final.
+    Done { iteration: usize },
+    /// Still changing after the last iteration.
+    Ran,
+    /// At this iteration its labels (`n` codes) leave a centroid empty; the
+    /// centroids are those the labels were computed with, and the caller
+    /// makes the update (with its split) and goes on.
+    Stalled { iteration: usize, labels: Vec<u8> },
+}
+
+/// What `Backend::pq_train` returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PqTrained {
+    /// `(m·ksub) × dsub`, as the codebooks `pq_assign` takes.
+    pub codebooks: Array2<f32>,
+    pub spaces: Vec<PqSpace>,
+}
+
 /// What a backend runs on, for progress lines and `--json` summaries.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BackendInfo {
@@ -58,6 +79,12 @@ pub struct BackendInfo {
 /// [`cpu`] for that stage.
 pub trait Backend: Send + Sync {
     fn info(&self) -> BackendInfo;
+
+    /// The device's details for reports (driver, kernel shapes, limits):
+    /// `None` for backends without a device (the default).
+    fn adapter(&self) -> Option<gpu::AdapterReport> {
+        None
+    }
 
     /// For each row of `x` (n×d), the best row of `centroids` (k×d, k ≥ 1).
     /// Ties go to the lowest centroid index. Never materialises an n×k matrix.
@@ -127,6 +154,25 @@ pub trait Backend: Send + Sync {
         ksub: usize,
     ) -> Result<PqAssignment> {
         cpu::pq_assign::pq_assign(x, codebooks, m, ksub)
+    }
+
+    /// PQ training's lockstep k-means (`index::pq`) where the data are:
+    /// from the codebooks `init` (`(m·ksub) × dsub`), up to `niter`
+    /// iterations of `pq_assign` of every row, then per sub-space: done if
+    /// its labels equal the previous iteration's, stalled if they leave a
+    /// centroid empty, else its centroids become the row-order f32 means of
+    /// its rows. Results equal that loop run on the host with this
+    /// backend's `pq_assign`. `None` where there is no such kernel (the
+    /// default) or it does not cover the case: the caller runs the loop.
+    fn pq_train(
+        &self,
+        _x: ArrayView2<f32>,
+        _init: ArrayView2<f32>,
+        _m: usize,
+        _ksub: usize,
+        _niter: usize,
+    ) -> Option<Result<PqTrained>> {
+        None
     }
 
     /// The codes of `pq_assign` alone (`n × m`, row-major, one code per

@@ -6,14 +6,21 @@
 //! The M k-means run in lockstep: one `Backend::pq_assign` call assigns every
 //! row in every sub-space per iteration (one GPU dispatch instead of M), and
 //! each sub-space then updates exactly as `train::kmeans` would on its own
-//! columns — same initial rows, row-order f32 sums, empty-cluster splits and
-//! stop on an unchanged objective — so the codebooks are those of M separate
-//! k-means runs.
+//! columns — same initial rows, row-order f32 sums, empty-cluster splits —
+//! so the codebooks are those of M separate k-means runs. A sub-space stops
+//! when its labels equal the previous iteration's: its update would give
+//! the same centroids again, so the result is that of all 25 iterations
+//! (faiss runs them all).
+//!
+//! Where the backend has `Backend::pq_train` (the GPU), the iterations run
+//! on the device without host round trips; a sub-space whose update needs
+//! an empty-cluster split (faiss's random generator) comes back to the host
+//! at that iteration and goes on here, so the result is the same.
 
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
-use crate::compute::Backend;
+use crate::compute::{Backend, PqSpace};
 use crate::faiss::ProductQuantizer;
 use crate::train::kmeans;
 use crate::{Error, Result};
@@ -30,7 +37,10 @@ const SEED: i64 = 1234;
 struct SubSpace {
     /// KSUB × dsub.
     centroids: Array2<f32>,
-    last_objective: Option<f64>,
+    /// The labels of the last update.
+    labels: Option<Vec<u8>>,
+    /// First iteration the host runs for it.
+    from: usize,
     done: bool,
 }
 
@@ -70,46 +80,71 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
     let mut spaces: Vec<SubSpace> = (0..m)
         .map(|sq| SubSpace {
             centroids: rows.slice(s![.., sq * ds..(sq + 1) * ds]).to_owned(),
-            last_objective: None,
+            labels: None,
+            from: 0,
             done: n == KSUB,
         })
         .collect();
 
-    for _ in 0..NITER {
-        if spaces.iter().all(|s| s.done) {
-            break;
+    if n > KSUB
+        && let Some(trained) =
+            backend.pq_train(x.view(), stacked(&spaces, ds).view(), m, KSUB, NITER)
+    {
+        let t = trained?;
+        for (sq, (sp, st)) in spaces.iter_mut().zip(t.spaces).enumerate() {
+            sp.centroids = t
+                .codebooks
+                .slice(s![sq * KSUB..(sq + 1) * KSUB, ..])
+                .to_owned();
+            match st {
+                PqSpace::Done { .. } | PqSpace::Ran => sp.done = true,
+                PqSpace::Stalled { iteration, labels } => {
+                    update(sp, x.view(), sq, ds, labels);
+                    sp.from = iteration + 1;
+                }
+            }
         }
-        let books = stacked(&spaces, ds);
-        let a = backend.pq_assign(x.view(), books.view(), m, KSUB)?;
-        spaces.par_iter_mut().enumerate().for_each(|(sq, sp)| {
-            if sp.done {
+    }
+
+    for it in 0..NITER {
+        let active: Vec<usize> = (0..m)
+            .filter(|&sq| !spaces[sq].done && spaces[sq].from <= it)
+            .collect();
+        if active.is_empty() {
+            if spaces.iter().all(|s| s.done) {
+                break;
+            }
+            continue;
+        }
+        // Every row in every active sub-space, in one call.
+        let a = if active.len() == m {
+            backend.pq_assign(x.view(), stacked(&spaces, ds).view(), m, KSUB)?
+        } else {
+            let cols: Vec<usize> = active
+                .iter()
+                .flat_map(|&sq| sq * ds..(sq + 1) * ds)
+                .collect();
+            let xs = x.select(Axis(1), &cols);
+            let picked: Vec<&SubSpace> = active.iter().map(|&sq| &spaces[sq]).collect();
+            backend.pq_assign(
+                xs.view(),
+                stacked_of(&picked, ds).view(),
+                active.len(),
+                KSUB,
+            )?
+        };
+        let mut work: Vec<(usize, &mut SubSpace)> = spaces
+            .iter_mut()
+            .enumerate()
+            .filter(|(sq, _)| active.contains(sq))
+            .collect();
+        work.par_iter_mut().enumerate().for_each(|(col, (sq, sp))| {
+            let labels: Vec<u8> = a.codes.column(col).to_vec();
+            if sp.labels.as_ref() == Some(&labels) {
+                sp.done = true;
                 return;
             }
-            let labels = a.codes.column(sq);
-            let objective: f64 = a.distances.column(sq).iter().map(|&v| v as f64).sum();
-            // Row-order f32 sums, as faiss's `compute_centroids`.
-            let mut sums = Array2::<f32>::zeros((KSUB, ds));
-            let mut counts = vec![0f32; KSUB];
-            for (row, &l) in x.rows().into_iter().zip(labels.iter()) {
-                let l = l as usize;
-                counts[l] += 1.0;
-                let mut acc = sums.row_mut(l);
-                for (s, &v) in acc.iter_mut().zip(row.slice(s![sq * ds..(sq + 1) * ds])) {
-                    *s += v;
-                }
-            }
-            for (mut row, &c) in sums.rows_mut().into_iter().zip(&counts) {
-                if c != 0.0 {
-                    let norm = 1.0 / c;
-                    row.mapv_inplace(|v| v * norm);
-                }
-            }
-            kmeans::split_clusters(&mut sums, &mut counts, n);
-            sp.centroids = sums;
-            // As `kmeans::train`: an unchanged objective means unchanged
-            // assignments, so later iterations would change nothing.
-            sp.done = sp.last_objective == Some(objective);
-            sp.last_objective = Some(objective);
+            update(sp, x.view(), *sq, ds, labels);
         });
     }
     let centroids = stacked(&spaces, ds).into_raw_vec_and_offset().0;
@@ -121,15 +156,44 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
     })
 }
 
-/// `(m·KSUB) × dsub`: every sub-space's centroids, sub-space after sub-space.
-fn stacked(spaces: &[SubSpace], ds: usize) -> Array2<f32> {
+/// Sub-space `sq`'s k-means update from `labels`: row-order f32 means (as
+/// faiss's `compute_centroids`), then faiss's split of empty clusters.
+fn update(sp: &mut SubSpace, x: ArrayView2<f32>, sq: usize, ds: usize, labels: Vec<u8>) {
+    let n = x.nrows();
+    let mut sums = Array2::<f32>::zeros((KSUB, ds));
+    let mut counts = vec![0f32; KSUB];
+    for (row, &l) in x.rows().into_iter().zip(labels.iter()) {
+        let l = l as usize;
+        counts[l] += 1.0;
+        let mut acc = sums.row_mut(l);
+        for (s, &v) in acc.iter_mut().zip(row.slice(s![sq * ds..(sq + 1) * ds])) {
+            *s += v;
+        }
+    }
+    for (mut row, &c) in sums.rows_mut().into_iter().zip(&counts) {
+        if c != 0.0 {
+            let norm = 1.0 / c;
+            row.mapv_inplace(|v| v * norm);
+        }
+    }
+    kmeans::split_clusters(&mut sums, &mut counts, n);
+    sp.centroids = sums;
+    sp.labels = Some(labels);
+}
+
+fn stacked_of(spaces: &[&SubSpace], ds: usize) -> Array2<f32> {
     let mut books = Array2::<f32>::zeros((spaces.len() * KSUB, ds));
-    for (sq, sp) in spaces.iter().enumerate() {
+    for (i, sp) in spaces.iter().enumerate() {
         books
-            .slice_mut(s![sq * KSUB..(sq + 1) * KSUB, ..])
+            .slice_mut(s![i * KSUB..(i + 1) * KSUB, ..])
             .assign(&sp.centroids);
     }
     books
+}
+
+/// `(m·KSUB) × dsub`: every sub-space's centroids, sub-space after sub-space.
+fn stacked(spaces: &[SubSpace], ds: usize) -> Array2<f32> {
+    stacked_of(&spaces.iter().collect::<Vec<_>>(), ds)
 }
 
 /// The quantizer's codebooks as the PQ primitives take them: `(M·ksub) ×

@@ -14,6 +14,11 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The adapter's cooperative-matrix shapes ("16x16x16 f16->f32", …);
+    /// empty where it has none.
+    pub cooperative_matrix: Vec<String>,
+    /// Nanoseconds the timed passes (`PassTimer`) took on the device, summed.
+    pub kernel_ns: std::sync::atomic::AtomicU64,
     /// Errors no scope caught (e.g. raised on another thread); reported by
     /// the next `checked` call instead of wgpu's default panic.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -73,16 +78,53 @@ impl Gpu {
                 })
             })?;
         let info = adapter.get_info();
+        let cooperative_matrix = if adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                    )
+                    .to_lowercase()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // The adapter's own limits: wgpu's defaults cap storage bindings far
         // below what the hardware allows.
         let limits = adapter.limits();
         // Subgroups only serve the CPU-adapter assign kernel; ask for them
-        // where offered.
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        // where offered. Cooperative matrices (and f16) only when the
+        // cooperative-matrix assign kernel is asked for: wgpu marks them
+        // experimental.
+        // Timestamps time the kernels on the device (bench's kernel_s).
+        let mut features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let coop = std::env::var(super::ASSIGN_KERNEL_ENV).is_ok_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case(super::AssignVariant::Coop16.name())
+        });
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        if coop && adapter.features().contains(wanted) {
+            features |= wanted;
+            // SAFETY: wgpu's experimental features may have bugs; they are
+            // only enabled when RVC_INDEX_ASSIGN_KERNEL=coop16 asks for them,
+            // and the kernel's results are checked row by row against an
+            // error bound, the uncertain rows re-run in f32.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rvc-index"),
             required_features: features,
             required_limits: limits.clone(),
+            experimental_features: experimental,
             ..Default::default()
         }))
         .map_err(|e| Error::Gpu(format!("{}: cannot open device: {e}", info.name)))?;
@@ -97,6 +139,8 @@ impl Gpu {
             queue,
             info,
             limits,
+            cooperative_matrix,
+            kernel_ns: Default::default(),
             uncaptured,
         })
     }

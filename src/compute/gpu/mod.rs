@@ -3,9 +3,10 @@
 //!
 //! | primitive | shader | host module |
 //! |---|---|---|
-//! | `assign` | `assign.wgsl`, `assign_subgroup.wgsl` | `assign.rs` |
+//! | `assign` | `assign.wgsl`, `assign_tiled128.wgsl`, `assign_subgroup.wgsl` | `assign/` |
 //! | `centroid_sums` | `centroid_sums.wgsl` | `centroid_sums.rs` |
 //! | `pq_assign`, `pq_encode` | `pq_assign.wgsl` | `pq_assign.rs` |
+//! | `pq_train` | `pq_assign.wgsl`, `pq_train.wgsl` | `pq_train.rs` |
 //! | `knn`, `search_flat_lists`, `search_pq_lists`, `refine` | `list_scan.wgsl` | `list_scan/` |
 //! | `weighted_sum` | `weighted_sum.wgsl` | `weighted_sum.rs` |
 //!
@@ -18,17 +19,19 @@ mod centroid_sums;
 mod context;
 mod list_scan;
 mod pq_assign;
+mod pq_train;
+mod timer;
 mod weighted_sum;
 
 use ndarray::{Array2, ArrayView2};
 
-pub use assign::AssignVariant;
+pub use assign::{ASSIGN_KERNEL_ENV, AssignVariant};
 use context::Gpu;
 pub use list_scan::MAX_K as SEARCH_MAX_K;
 
 use super::lists::{FastScan, List};
 use super::neighbours::Neighbours;
-use super::{Assignment, Backend, BackendInfo, PqAssignment, cpu};
+use super::{Assignment, Backend, BackendInfo, PqAssignment, PqTrained, cpu};
 use crate::{Metric, Result};
 
 pub struct GpuBackend {
@@ -37,7 +40,9 @@ pub struct GpuBackend {
     sums: centroid_sums::SumsKernel,
     weighted_sum: weighted_sum::WeightedSumKernel,
     pq: pq_assign::PqKernel,
+    pq_train: pq_train::PqTrainKernel,
     list_scan: list_scan::ListScanKernel,
+    resident: list_scan::Resident,
     variant: AssignVariant,
     max_binding: u64,
 }
@@ -52,16 +57,16 @@ impl GpuBackend {
         let sums = centroid_sums::SumsKernel::new(&gpu)?;
         let weighted_sum = weighted_sum::WeightedSumKernel::new(&gpu)?;
         let pq = pq_assign::PqKernel::new(&gpu)?;
+        let pq_train = pq_train::PqTrainKernel::new(&gpu)?;
         let list_scan = list_scan::ListScanKernel::new(&gpu)?;
         // CPU adapters run invocations as SIMD lanes where every load is a
         // gather: register blocking with subgroup broadcasts pays there,
-        // workgroup-memory tiles do not.
-        let variant = if gpu.info.device_type == wgpu::DeviceType::Cpu
-            && assign.variants().contains(&AssignVariant::Subgroup)
-        {
-            AssignVariant::Subgroup
-        } else {
-            AssignVariant::Tiled
+        // workgroup-memory tiles do not. GPUs get the tiles their register
+        // files suit (see `assign::choose`); RVC_INDEX_ASSIGN_KERNEL forces one.
+        let available = assign.variants();
+        let variant = match assign::from_env(&available)? {
+            Some(v) => v,
+            None => assign::choose(&gpu.info, &available),
         };
         let max_binding = gpu.max_binding();
         Ok(GpuBackend {
@@ -70,7 +75,9 @@ impl GpuBackend {
             sums,
             weighted_sum,
             pq,
+            pq_train,
             list_scan,
+            resident: Default::default(),
             variant,
             max_binding,
         })
@@ -86,6 +93,11 @@ impl GpuBackend {
     /// The assign kernels this device can run.
     pub fn assign_variants(&self) -> Vec<AssignVariant> {
         self.assign.variants()
+    }
+
+    /// Rows the cooperative-matrix assign kernel re-ran in f32 so far.
+    pub fn coop_rerun_rows(&self) -> usize {
+        self.assign.coop_rerun_rows()
     }
 
     /// The assign kernel in use.
@@ -104,12 +116,88 @@ impl GpuBackend {
             gpu: &self.gpu,
             kernel: &self.list_scan,
             max_binding: self.max_binding,
+            resident: &self.resident,
         }
+    }
+
+    /// How many times list-scan inputs (lists, k-NN databases) were
+    /// uploaded: searches of what is already resident do not count.
+    pub fn list_uploads(&self) -> usize {
+        self.resident.uploads()
+    }
+
+    /// Forget every resident upload (the next search uploads again).
+    pub fn clear_resident(&self) {
+        self.resident.clear()
     }
 
     /// The wgpu adapter's details: name, backend, device type, subgroup sizes.
     pub fn adapter_info(&self) -> wgpu::AdapterInfo {
         self.gpu.info.clone()
+    }
+}
+
+/// What a report says of the adapter: wgpu's details, the kernel shapes
+/// chosen and the limits that decide them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    /// PCI vendor and device ids, hexadecimal.
+    pub vendor: String,
+    pub device: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub subgroup_sizes: [u32; 2],
+    /// The assign kernel in use and every one compiled for this adapter.
+    pub assign_kernel: AssignVariant,
+    pub assign_kernels: Vec<AssignVariant>,
+    /// Whether the adapter offers cooperative matrices (wgpu's
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`) and in which shapes.
+    pub cooperative_matrix: Vec<String>,
+    pub max_storage_binding_bytes: u64,
+    pub max_workgroup_storage_bytes: u32,
+    pub max_invocations_per_workgroup: u32,
+    /// Rows the cooperative-matrix kernel has re-run in f32 so far.
+    pub coop_rerun_rows: usize,
+    /// Seconds the assign kernels have run on the device so far (GPU
+    /// timestamps around each pass; none where the adapter has no
+    /// timestamp queries).
+    pub assign_kernel_seconds: Option<f64>,
+}
+
+impl GpuBackend {
+    pub fn adapter_report(&self) -> AdapterReport {
+        let i = &self.gpu.info;
+        AdapterReport {
+            name: i.name.clone(),
+            vendor: format!("0x{:04x}", i.vendor),
+            device: format!("0x{:04x}", i.device),
+            device_type: format!("{:?}", i.device_type),
+            backend: format!("{:?}", i.backend),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            subgroup_sizes: [i.subgroup_min_size, i.subgroup_max_size],
+            assign_kernel: self.variant,
+            assign_kernels: self.assign.variants(),
+            cooperative_matrix: self.gpu.cooperative_matrix.clone(),
+            max_storage_binding_bytes: self.gpu.max_binding(),
+            max_workgroup_storage_bytes: self.gpu.limits.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: self.gpu.limits.max_compute_invocations_per_workgroup,
+            coop_rerun_rows: self.coop_rerun_rows(),
+            assign_kernel_seconds: self
+                .gpu
+                .device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY)
+                .then(|| {
+                    self.gpu
+                        .kernel_ns
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64
+                        * 1e-9
+                }),
+        }
     }
 }
 
@@ -121,6 +209,10 @@ impl Backend for GpuBackend {
             device_type: format!("{:?}", self.gpu.info.device_type),
             api: format!("{:?}", self.gpu.info.backend),
         }
+    }
+
+    fn adapter(&self) -> Option<AdapterReport> {
+        Some(self.adapter_report())
     }
 
     fn assign(&self, x: ArrayView2<f32>, c: ArrayView2<f32>, m: Metric) -> Result<Assignment> {
@@ -143,6 +235,27 @@ impl Backend for GpuBackend {
         ksub: usize,
     ) -> Result<PqAssignment> {
         pq_assign::pq_assign(&self.gpu, &self.pq, self.max_binding, x, codebooks, m, ksub)
+    }
+
+    fn pq_train(
+        &self,
+        x: ArrayView2<f32>,
+        init: ArrayView2<f32>,
+        m: usize,
+        ksub: usize,
+        niter: usize,
+    ) -> Option<Result<PqTrained>> {
+        pq_train::pq_train(
+            &self.gpu,
+            &self.pq,
+            &self.pq_train,
+            self.max_binding,
+            x,
+            init,
+            m,
+            ksub,
+            niter,
+        )
     }
 
     /// Encoding is `pq_assign`'s codes.

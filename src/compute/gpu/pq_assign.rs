@@ -9,7 +9,7 @@ use crate::compute::cpu::pq_assign::check;
 use crate::{Error, Result};
 
 /// Rows per workgroup (the shader's workgroup size).
-const WG_ROWS: usize = 64;
+pub(super) const WG_ROWS: usize = 64;
 /// Loop trips one invocation may run (lavapipe cuts loops at 65 535).
 const LOOP_BUDGET: usize = 16_384;
 /// Row chunks stay around this size so uploads overlap compute.
@@ -17,19 +17,19 @@ const CHUNK_BYTES: usize = 32 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    dsub: u32,
-    ksub: u32,
-    blocks: u32,
-    m: u32,
-    _pad: [u32; 2],
+pub(super) struct Params {
+    pub n: u32,
+    pub d: u32,
+    pub dsub: u32,
+    pub ksub: u32,
+    pub blocks: u32,
+    pub m: u32,
+    pub _pad: [u32; 2],
 }
 
 pub(crate) struct PqKernel {
-    layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::ComputePipeline,
+    pub(super) layout: wgpu::BindGroupLayout,
+    pub(super) pipeline: wgpu::ComputePipeline,
 }
 
 impl PqKernel {
@@ -52,7 +52,12 @@ impl PqKernel {
 
 /// The codebooks in the shader's layout: blocks of 16 centroids, transposed
 /// to `[sub-space][block][component][16]`, padded with zero centroids.
-fn transpose_books(books: ArrayView2<f32>, m: usize, ksub: usize, blocks: usize) -> Vec<f32> {
+pub(super) fn transpose_books(
+    books: ArrayView2<f32>,
+    m: usize,
+    ksub: usize,
+    blocks: usize,
+) -> Vec<f32> {
     let dsub = books.ncols();
     let mut out = vec![0f32; m * blocks * dsub * 16];
     for sq in 0..m {

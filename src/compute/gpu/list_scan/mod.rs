@@ -12,6 +12,7 @@
 //! kernels do not cover (k above [`MAX_K`], ids that do not fit 32 bits, …).
 
 mod chunks;
+mod resident;
 mod select;
 
 use ndarray::{Array2, ArrayView2};
@@ -21,6 +22,8 @@ use crate::compute::lists::{FastScan, List, PqTables, check_lists};
 use crate::compute::neighbours::Neighbours;
 use crate::{Error, Metric, Result};
 use chunks::{HostList, Seg, ties};
+pub(crate) use resident::Resident;
+use resident::{Uploaded, key_of};
 use select::Scan;
 pub(crate) use select::{ListScanKernel, Searcher};
 
@@ -130,8 +133,17 @@ pub(crate) fn search_flat_lists(
     let queries = queries.as_standard_layout();
     Some((|| {
         let dp4 = d.div_ceil(4).max(1);
-        let (chunks, segs) = s.flat_chunks(&host, d, dp4)?;
-        let found = s.select_flat(metric, k, queries.view(), &chunks, &probed(&segs, probes))?;
+        // Kept on the device: the next call with the same lists reuses it.
+        let key = key_of("flat", &[d as u64, dp4 as u64, s.max_binding], &host);
+        let entries: usize = host.iter().map(|l| l.ties.len()).sum();
+        let up = s
+            .resident
+            .get_or_upload(key, (entries * dp4 * 16) as u64, || {
+                let (chunks, segs) = s.flat_chunks(&host, d, dp4)?;
+                Ok(Uploaded { chunks, segs })
+            })?;
+        let per_query = probed(&up.segs, probes);
+        let found = s.select_flat(metric, k, queries.view(), &up.chunks, &per_query)?;
         Ok(to_neighbours(
             found
                 .into_iter()
@@ -193,8 +205,21 @@ fn pq_select(
     let m = layout.m;
     let words = m * 4;
     let block_bytes = layout.block_bytes();
-    let (chunks, segs) = s.pq_chunks(lists, layout.bbs, block_bytes)?;
-    let per_query = probed(&segs, probes);
+    let params = [
+        m as u64,
+        layout.bbs as u64,
+        block_bytes as u64,
+        s.max_binding,
+    ];
+    let bytes: usize = lists.iter().map(|l| l.data.len() + 4 * l.ties.len()).sum();
+    let up = s
+        .resident
+        .get_or_upload(key_of("pq", &params, lists), bytes as u64, || {
+            let (chunks, segs) = s.pq_chunks(lists, layout.bbs, block_bytes)?;
+            Ok(Uploaded { chunks, segs })
+        })?;
+    let chunks = &up.chunks;
+    let per_query = probed(&up.segs, probes);
     let mut out = Vec::with_capacity(tables.len());
     for r in s.batches(&per_query, k)? {
         // The kernel reads `m` tables of 16 bytes per query, four to a word.
@@ -211,7 +236,7 @@ fn pq_select(
             bbs: layout.bbs,
             block_bytes,
         };
-        let found = s.select(scan, metric, k, &qbuf, &chunks, &per_query[r.clone()])?;
+        let found = s.select(scan, metric, k, &qbuf, chunks, &per_query[r.clone()])?;
         for (q, v) in r.zip(found) {
             let (a, b) = (tables.a[q], tables.b[q]);
             let inv_a = if a > 0.0 { 1.0 / a } else { 0.0 };

@@ -86,6 +86,8 @@ pub(crate) struct Searcher<'a> {
     pub gpu: &'a Gpu,
     pub kernel: &'a ListScanKernel,
     pub max_binding: u64,
+    /// Uploads kept across calls (see `resident.rs`).
+    pub resident: &'a super::Resident,
 }
 
 /// `(key, tie)` per query, best first, empty slots left out.

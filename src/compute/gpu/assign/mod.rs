@@ -1,8 +1,17 @@
-//! Host side of `shaders/assign.wgsl`: chunking, dispatch splitting, read-back.
+//! Host side of `shaders/assign.wgsl` (and the kernels appended to it):
+//! chunking, dispatch splitting, read-back. `variant.rs` holds the kernels'
+//! shapes and the choice of one per adapter.
+
+mod coop;
+mod variant;
 
 use ndarray::ArrayView2;
 
+pub use variant::{ASSIGN_KERNEL_ENV, AssignVariant};
+pub(crate) use variant::{choose, from_env};
+
 use super::context::{Gpu, bind, pipelined_chunks, round_up, upload_rows};
+use super::timer::{PassTimer, TIMER_BYTES};
 use crate::compute::Assignment;
 use crate::{Error, Metric, Result};
 
@@ -14,55 +23,9 @@ const LOOP_LIMIT: usize = 65_535;
 const LOOP_BUDGET: usize = 16_384;
 
 /// Row chunks stay around this size even where bindings allow more, so that
-/// copying one chunk in overlaps computing the one before.
+/// copying one chunk in overlaps computing the one before (but hold at least
+/// `AssignVariant::min_workgroups` workgroups).
 const CHUNK_BYTES: u64 = 32 << 20;
-
-/// Which assign kernel runs. Both give the same results; `Subgroup` is the
-/// fast one on CPU adapters (lavapipe), `Tiled` (workgroup-memory tiles) the
-/// one written for real GPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AssignVariant {
-    Subgroup,
-    Tiled,
-}
-
-impl AssignVariant {
-    fn entry_point(self) -> &'static str {
-        match self {
-            AssignVariant::Subgroup => "assign_subgroup",
-            AssignVariant::Tiled => "assign_tiled",
-        }
-    }
-    /// Rows one workgroup covers; chunks are padded to a multiple.
-    fn rows_per_workgroup(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 64 * 4,
-            AssignVariant::Tiled => 64,
-        }
-    }
-    /// Centroids per inner block; the centroid range is padded to a multiple.
-    fn centroid_block(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 16,
-            AssignVariant::Tiled => 64,
-        }
-    }
-    /// Rows are padded to a multiple of this many vec4s.
-    fn vec4_align(self) -> usize {
-        match self {
-            AssignVariant::Subgroup => 1,
-            AssignVariant::Tiled => 4,
-        }
-    }
-    /// Loop iterations per invocation for one centroid block.
-    fn iterations_per_block(self, dp4: usize) -> usize {
-        match self {
-            AssignVariant::Subgroup => dp4 + 1,
-            // Four k-steps inside each 16-float slice, counted as a loop.
-            AssignVariant::Tiled => dp4 / 4 * 5 + 1,
-        }
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,19 +43,29 @@ struct Params {
 pub(crate) struct AssignKernel {
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<(AssignVariant, wgpu::ComputePipeline)>,
+    /// The cooperative-matrix kernel, where the device was opened for it.
+    coop: Option<coop::CoopKernel>,
 }
 
 impl AssignKernel {
-    /// Compiles the tiled kernel, and the subgroup one where the device has
-    /// subgroups of at least 8 invocations.
+    /// Compiles the tiled kernels the adapter's limits allow, and the
+    /// subgroup one where the device has subgroups of at least 8
+    /// invocations.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let subgroups = gpu.device.features().contains(wgpu::Features::SUBGROUP)
             && gpu.info.subgroup_min_size >= 8;
         gpu.checked("compiling assign.wgsl", || {
-            let mut source = include_str!("../../../shaders/assign.wgsl").to_string();
-            let mut variants = vec![AssignVariant::Tiled];
+            let mut source = include_str!("../../../../shaders/assign.wgsl").to_string();
+            let mut variants = Vec::new();
+            if AssignVariant::Tiled64.fits(&gpu.limits) {
+                variants.push(AssignVariant::Tiled64);
+            }
+            if AssignVariant::Tiled128.fits(&gpu.limits) {
+                source.push_str(include_str!("../../../../shaders/assign_tiled128.wgsl"));
+                variants.push(AssignVariant::Tiled128);
+            }
             if subgroups {
-                source.push_str(include_str!("../../../shaders/assign_subgroup.wgsl"));
+                source.push_str(include_str!("../../../../shaders/assign_subgroup.wgsl"));
                 variants.push(AssignVariant::Subgroup);
             }
             let names: Vec<&str> = variants.iter().map(|v| v.entry_point()).collect();
@@ -104,12 +77,35 @@ impl AssignKernel {
                 &names,
             );
             let pipelines = variants.into_iter().zip(compiled).collect();
-            AssignKernel { layout, pipelines }
+            (layout, pipelines)
+        })
+        .and_then(|(layout, pipelines)| {
+            let coop = if coop::supported(gpu) && AssignVariant::Coop16.fits(&gpu.limits) {
+                Some(coop::CoopKernel::new(gpu)?)
+            } else {
+                None
+            };
+            Ok(AssignKernel {
+                layout,
+                pipelines,
+                coop,
+            })
+        })
+    }
+
+    /// Rows the cooperative-matrix kernel handed back to an f32 kernel.
+    pub fn coop_rerun_rows(&self) -> usize {
+        self.coop.as_ref().map_or(0, |c| {
+            c.rerun_rows.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 
     pub fn variants(&self) -> Vec<AssignVariant> {
-        self.pipelines.iter().map(|(v, _)| *v).collect()
+        let mut v: Vec<AssignVariant> = self.pipelines.iter().map(|(v, _)| *v).collect();
+        if self.coop.is_some() {
+            v.push(AssignVariant::Coop16);
+        }
+        v
     }
 
     fn pipeline(&self, v: AssignVariant) -> Result<&wgpu::ComputePipeline> {
@@ -153,6 +149,25 @@ pub(crate) fn assign(
     if n == 0 {
         return Ok(Assignment::default());
     }
+    if variant == AssignVariant::Coop16 {
+        let coop = kernel.coop.as_ref().ok_or_else(|| {
+            Error::Unsupported("cooperative-matrix assign kernel on this device".into())
+        })?;
+        // Rows the f16 products cannot decide, and cases the kernel does
+        // not cover, go to the f32 kernel this adapter would use.
+        let f32s: Vec<AssignVariant> = kernel
+            .variants()
+            .into_iter()
+            .filter(|&v| v != AssignVariant::Coop16)
+            .collect();
+        let fallback = choose(&gpu.info, &f32s);
+        let rerun =
+            |rows: ArrayView2<f32>| assign(gpu, kernel, fallback, max_binding, rows, c, metric);
+        return match coop::assign(gpu, coop, max_binding, x, c, metric, rerun) {
+            Some(r) => r,
+            None => assign(gpu, kernel, fallback, max_binding, x, c, metric),
+        };
+    }
     let pipeline = kernel.pipeline(variant)?;
     let dp4 = round_up(d.div_ceil(4).max(1), variant.vec4_align());
     let row_bytes = dp4 as u64 * 16;
@@ -168,9 +183,10 @@ pub(crate) fn assign(
     // Chunk sizes: every binding within the adapter's limit, and the row grid
     // within the dispatch limit.
     let fit = |unit: usize| (max_binding / row_bytes) as usize / unit * unit;
+    let wanted = ((CHUNK_BYTES / row_bytes) as usize).max(variant.min_workgroups() * wg_rows);
     let chunk_rows = fit(wg_rows)
         .min(gpu.limits.max_compute_workgroups_per_dimension as usize * wg_rows)
-        .min(round_up((CHUNK_BYTES / row_bytes) as usize, wg_rows))
+        .min(round_up(wanted, wg_rows))
         .min(round_up(n, wg_rows));
     let chunk_cents = fit(cblock).min(round_up(k, cblock));
     if chunk_rows == 0 || chunk_cents == 0 {
@@ -238,11 +254,13 @@ pub(crate) fn assign(
                 )
             })
             .collect();
+        // The bests, then (where the device has timestamps) the pass's ticks.
+        let timers: Vec<Option<PassTimer>> = (0..slots).map(|_| gpu.pass_timer()).collect();
         let readbacks: Vec<_> = (0..slots)
             .map(|_| {
                 gpu.buffer(
                     "assign read-back",
-                    best_bytes,
+                    best_bytes + TIMER_BYTES,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 )
             })
@@ -290,7 +308,10 @@ pub(crate) fn assign(
                 upload_rows(gpu, &xs[slot], x.slice(ndarray::s![rows, ..]), padded, dp4)?;
                 let mut enc = gpu.device.create_command_encoder(&Default::default());
                 {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("assign"),
+                        timestamp_writes: timers[slot].as_ref().map(|t| t.writes()),
+                    });
                     pass.set_pipeline(pipeline);
                     for &(chunk, offset) in &dispatches {
                         pass.set_bind_group(0, &groups[slot][chunk], &[offset]);
@@ -298,12 +319,23 @@ pub(crate) fn assign(
                     }
                 }
                 enc.copy_buffer_to_buffer(&bests[slot], 0, &readbacks[slot], 0, padded as u64 * 8);
+                if let Some(t) = &timers[slot] {
+                    t.resolve(&mut enc, &readbacks[slot], best_bytes);
+                }
                 Ok((gpu.queue.submit([enc.finish()]), ()))
             },
             |slot, rows, submission, ()| {
-                let len = (rows.len() * 8) as u64;
+                let timed = timers[slot].is_some();
+                let len = if timed {
+                    best_bytes + TIMER_BYTES
+                } else {
+                    (rows.len() * 8) as u64
+                };
                 gpu.read(submission, &readbacks[slot], len, |bytes| {
-                    let best: &[[u32; 2]] = bytemuck::cast_slice(bytes);
+                    if timed {
+                        gpu.add_ticks(&bytes[best_bytes as usize..]);
+                    }
+                    let best: &[[u32; 2]] = bytemuck::cast_slice(&bytes[..rows.len() * 8]);
                     for (i, b) in rows.zip(best) {
                         let key = f32::from_bits(b[0]);
                         out.labels[i] = b[1];
