@@ -69,6 +69,16 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
     let x = x.as_standard_layout();
     let n = x.nrows();
     let ds = d / m;
+    // Each sub-space's columns, contiguous (n × ds), for the updates.
+    let columns: Vec<Vec<f32>> = (0..m)
+        .into_par_iter()
+        .map(|sq| {
+            x.slice(s![.., sq * ds..(sq + 1) * ds])
+                .iter()
+                .copied()
+                .collect()
+        })
+        .collect();
     // faiss's k-means draws the initial centroids with seed + 1 from the
     // rows; every sub-space has the same rows, hence the same draw.
     let init: Vec<usize> = if n == KSUB {
@@ -99,7 +109,7 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
             match st {
                 PqSpace::Done { .. } | PqSpace::Ran => sp.done = true,
                 PqSpace::Stalled { iteration, labels } => {
-                    update(sp, x.view(), sq, ds, labels);
+                    update(sp, &columns[sq], n, ds, labels);
                     sp.from = iteration + 1;
                 }
             }
@@ -116,10 +126,11 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
             }
             continue;
         }
-        // Every row in every active sub-space, in one call.
-        let a = if active.len() == m {
-            backend.pq_assign(x.view(), stacked(&spaces, ds).view(), m, KSUB)?
-        } else {
+        // Every row in every sub-space, in one call: copying the active
+        // sub-spaces' columns out costs more than assigning the settled ones
+        // too, unless few are left.
+        let subset = active.len() * 8 <= m;
+        let a = if subset {
             let cols: Vec<usize> = active
                 .iter()
                 .flat_map(|&sq| sq * ds..(sq + 1) * ds)
@@ -132,19 +143,23 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
                 active.len(),
                 KSUB,
             )?
+        } else {
+            backend.pq_assign(x.view(), stacked(&spaces, ds).view(), m, KSUB)?
         };
-        let mut work: Vec<(usize, &mut SubSpace)> = spaces
+        let mut work: Vec<(usize, usize, &mut SubSpace)> = spaces
             .iter_mut()
             .enumerate()
             .filter(|(sq, _)| active.contains(sq))
+            .enumerate()
+            .map(|(i, (sq, sp))| (if subset { i } else { sq }, sq, sp))
             .collect();
-        work.par_iter_mut().enumerate().for_each(|(col, (sq, sp))| {
-            let labels: Vec<u8> = a.codes.column(col).to_vec();
+        work.par_iter_mut().for_each(|(col, sq, sp)| {
+            let labels: Vec<u8> = a.codes.column(*col).to_vec();
             if sp.labels.as_ref() == Some(&labels) {
                 sp.done = true;
                 return;
             }
-            update(sp, x.view(), *sq, ds, labels);
+            update(sp, &columns[*sq], n, ds, labels);
         });
     }
     let centroids = stacked(&spaces, ds).into_raw_vec_and_offset().0;
@@ -156,26 +171,26 @@ pub fn train(backend: &dyn Backend, x: ArrayView2<f32>, m: usize) -> Result<Prod
     })
 }
 
-/// Sub-space `sq`'s k-means update from `labels`: row-order f32 means (as
-/// faiss's `compute_centroids`), then faiss's split of empty clusters.
-fn update(sp: &mut SubSpace, x: ArrayView2<f32>, sq: usize, ds: usize, labels: Vec<u8>) {
-    let n = x.nrows();
-    let mut sums = Array2::<f32>::zeros((KSUB, ds));
+/// A sub-space's k-means update from `labels` over its rows (`cols`, n ×
+/// ds, row-major): row-order f32 means (as faiss's `compute_centroids`),
+/// then faiss's split of empty clusters.
+fn update(sp: &mut SubSpace, cols: &[f32], n: usize, ds: usize, labels: Vec<u8>) {
+    let mut sums = vec![0f32; KSUB * ds];
     let mut counts = vec![0f32; KSUB];
-    for (row, &l) in x.rows().into_iter().zip(labels.iter()) {
+    for (row, &l) in cols.chunks_exact(ds).zip(labels.iter()) {
         let l = l as usize;
         counts[l] += 1.0;
-        let mut acc = sums.row_mut(l);
-        for (s, &v) in acc.iter_mut().zip(row.slice(s![sq * ds..(sq + 1) * ds])) {
+        for (s, &v) in sums[l * ds..(l + 1) * ds].iter_mut().zip(row) {
             *s += v;
         }
     }
-    for (mut row, &c) in sums.rows_mut().into_iter().zip(&counts) {
+    for (row, &c) in sums.chunks_exact_mut(ds).zip(&counts) {
         if c != 0.0 {
             let norm = 1.0 / c;
-            row.mapv_inplace(|v| v * norm);
+            row.iter_mut().for_each(|v| *v *= norm);
         }
     }
+    let mut sums = Array2::from_shape_vec((KSUB, ds), sums).expect("KSUB × ds");
     kmeans::split_clusters(&mut sums, &mut counts, n);
     sp.centroids = sums;
     sp.labels = Some(labels);
