@@ -89,7 +89,7 @@ pub struct SettingsArgs {
     #[arg(long)]
     pub factory: Option<super::recall::FactoryArg>,
     /// Store the smallest nprobe whose recall@8 reaches R (0 < R <= 1),
-    /// measured on the built index: 500 to 2000 sampled rows, each without its own
+    /// measured on the built index: 500 to 1000 sampled rows, each without its own
     /// row and the rows within 32 of it in its feature file (as a frame of
     /// unseen speech), against exact search. The file names follow
     /// (nprobe_<p>); --json reports the curve. Default: RVC's nprobe 1.
