@@ -2,12 +2,15 @@
 //! line prints after `rvc-index: error: `.
 //!
 //! * a file or folder that does not exist: `FileNotFoundError`;
+//! * a folder where a file is to be written: `IsADirectoryError`;
 //! * any other I/O failure: `OSError`;
 //! * unusable values, shapes, files and settings: `ValueError`;
 //! * a GPU that fails, several failed jobs: `RuntimeError`.
 
 use pyo3::PyErr;
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyRuntimeError, PyValueError,
+};
 use rvc_index::Error;
 
 pub fn to_py(e: &Error) -> PyErr {
@@ -15,6 +18,9 @@ pub fn to_py(e: &Error) -> PyErr {
     match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(msg)
+        }
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::IsADirectory => {
+            PyIsADirectoryError::new_err(msg)
         }
         Error::Io { .. } => PyOSError::new_err(msg),
         // The library reports a missing input as unusable input naming it.

@@ -5,7 +5,7 @@ use std::sync::{OnceLock, RwLock};
 
 use ndarray::{ArrayView2, s};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
-use pyo3::exceptions::{PyAttributeError, PyIndexError, PyIsADirectoryError};
+use pyo3::exceptions::{PyAttributeError, PyIndexError};
 use pyo3::prelude::*;
 use rvc_index::compute::DeviceChoice;
 use rvc_index::faiss::{self, Index};
@@ -188,14 +188,6 @@ impl PyIndex {
 
     /// Write the index to `path` (whole or not at all), as faiss.write_index.
     fn write(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        // Refused here: renaming the finished file onto a folder fails, and
-        // the library's failed-rename clean-up waits on a lock it holds.
-        if path.is_dir() {
-            return Err(PyIsADirectoryError::new_err(format!(
-                "{}: is a folder, not a file",
-                path.display()
-            )));
-        }
         run(py, None, |_| faiss::write_index(&path, &self.read()))
     }
 

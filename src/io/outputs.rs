@@ -117,6 +117,13 @@ pub(crate) fn write_temp(
     dest: &Path,
     fill: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
 ) -> Result<Temp> {
+    // Renaming the finished file onto a folder would fail only at the end.
+    if std::fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::io(
+            dest,
+            std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a folder, not a file"),
+        ));
+    }
     let (tmp, mut file) = Temp::create(dest)?;
     {
         let mut w = BufWriter::with_capacity(1 << 20, &mut file);
@@ -427,14 +434,32 @@ mod tests {
         let dest = d.path().join("folder");
         std::fs::create_dir(&dest).unwrap();
         std::fs::write(dest.join("inside"), "x").unwrap();
-        let err = Target::Direct
-            .write(&dest, |w| w.write_all(b"body"))
-            .unwrap_err();
+        let tmp = write_temp(&d.path().join("file"), |w| w.write_all(b"body")).unwrap();
+        let err = tmp.persist_alone(&dest).unwrap_err();
         assert!(err.to_string().contains("folder"), "{err}");
         assert_eq!(names(d.path()), ["folder"]);
         assert_eq!(names(&dest), ["inside"]);
         // Other tests register temporaries meanwhile: look for this one's only.
         assert!(!live().iter().any(|p| p.starts_with(d.path())));
+    }
+
+    #[test]
+    fn a_folder_is_refused_as_a_destination_before_anything_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("folder");
+        std::fs::create_dir(&dest).unwrap();
+        let err = Target::Direct
+            .write(&dest, |w| w.write_all(b"body"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: is a folder, not a file", dest.display())
+        );
+        assert_eq!(names(d.path()), ["folder"]);
+        let mut set = OutputSet::new(d.path());
+        assert!(set.stage(&dest, |w| w.write_all(b"body")).is_err());
+        drop(set);
+        assert_eq!(names(d.path()), ["folder"]);
     }
 
     #[test]
